@@ -1,0 +1,109 @@
+"""Command line: argument parsing only; the work is done by emu.machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from emu import __version__
+from emu.config import RunConfig, parse_size
+from emu.errors import EmuError
+
+EXIT_EMULATOR_ERROR = 125
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `emu` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="emu", description="Run static Linux x86-64/AArch64 programs on an emulated "
+        "machine whose MMU faults are handled QNX-style.")
+    parser.add_argument("--version", action="version", version=f"emu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run a program",
+                         description="Run a static ELF program. Its exit status becomes emu's "
+                         "(128+N if signal N killed it); emu's own errors exit 125.")
+    run.add_argument("--arch", choices=("auto", "x86_64", "aarch64"), default="auto",
+                     help="expected architecture (default: from the ELF header)")
+    run.add_argument("--ram", type=_size, default="256M", metavar="SIZE",
+                     help="physical RAM, e.g. 64M or 1G (default 256M)")
+    run.add_argument("--root", default=".", metavar="DIR",
+                     help="host directory that is the guest's / (default: current directory)")
+    run.add_argument("--uid", type=_nonnegative, default=0, metavar="N",
+                     help="user and group id of the guest (default 0, root)")
+    run.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE")
+    run.add_argument("--max-instructions", type=_nonnegative, default=0, metavar="N",
+                     help="stop the guest (SIGXCPU) after about N instructions (default: no limit)")
+    run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="set a guest environment variable (repeatable)")
+    run.add_argument("--clean-env", action="store_true",
+                     help="start the guest with an empty environment instead of emu's own")
+    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    return parser
+
+
+def _guest_env(args: argparse.Namespace) -> tuple[str, ...]:
+    env = {} if args.clean_env else dict(os.environ)
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise EmuError(f"--env expects NAME=VALUE, got {item!r}")
+        env[name] = value
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from emu.machine import run_program
+
+    config = RunConfig(program=args.program, args=tuple(args.args), arch=args.arch,
+                       ram_bytes=args.ram, root=args.root, uid=args.uid,
+                       max_instructions=args.max_instructions, env=_guest_env(args))
+    if args.stats:
+        try:
+            open(args.stats, "a").close()
+        except OSError as exc:
+            raise EmuError(f"cannot write stats file {args.stats}: {exc.strerror}") from None
+    result = run_program(config)
+    if args.stats:
+        with open(args.stats, "w") as f:
+            json.dump(result.report, f, indent=2)
+            f.write("\n")
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `emu` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        sys.stdout.flush()
+        return _run(args)
+    except EmuError as exc:
+        print(f"emu: {exc}", file=sys.stderr)
+        return EXIT_EMULATOR_ERROR
+    except KeyboardInterrupt:
+        print("emu: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an emulator bug: one line, traceback only on request
+        if os.environ.get("EMU_DEBUG"):
+            raise
+        print(f"emu: internal error: {type(exc).__name__}: {exc} "
+              "(set EMU_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_EMULATOR_ERROR

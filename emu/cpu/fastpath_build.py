@@ -1,0 +1,47 @@
+"""cffi build script for the C fast path (`emu.cpu._fastpath`).
+
+Run by setup.py (cffi_modules) at install time, or directly:
+`python emu/cpu/fastpath_build.py` builds the module in place (for development).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE / "csrc"
+HEADER = (CSRC / "fastpath.h").read_text()
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    HEADER
+    + """
+fp_pagetable *fp_pt_new(void);
+void fp_pt_free(fp_pagetable *pt);
+uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn);
+int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte);
+uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn);
+uint64_t fp_pt_count(const fp_pagetable *pt);
+uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, uint64_t max);
+void fp_blocks_clear(fp_state *st);
+void fp_state_release(fp_state *st);
+int fp_attach(void *uc, void *hook_add, void *emu_stop, fp_state *st, void *cost_handle);
+extern "Python" int fp_cost_block(void *, uint64_t, uint32_t, uint32_t *, uint32_t *);
+"""
+)
+ffibuilder.set_source(
+    "emu.cpu._fastpath",
+    '#include "fastpath.c"\n',
+    include_dirs=[str(CSRC)],
+    depends=[str(CSRC / "fastpath.c"), str(CSRC / "fastpath.h")],
+    extra_compile_args=["-O2", "-std=c99", "-Wall"],
+)
+
+if __name__ == "__main__":
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = Path(ffibuilder.compile(tmpdir=tmp, verbose=False))
+        shutil.copy(built, HERE / built.name)

@@ -1,0 +1,1 @@
+"""The microkernel: processes and threads, the run loop, traps and system calls."""

@@ -1,0 +1,129 @@
+"""Open files of a process: guest descriptors onto host descriptors.
+
+Guest descriptors 0-2 are the emulator's own stdin/stdout/stderr. Open-flag
+values differ between architectures (O_DIRECTORY, O_NOFOLLOW, O_DIRECT,
+O_LARGEFILE), so they are translated to the host's.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+# Flags whose values differ between x86-64 and the asm-generic (AArch64) ABI.
+_ARCH_OPEN_FLAGS = {
+    "x86_64": {"O_DIRECT": 0o40000, "O_LARGEFILE": 0o100000, "O_DIRECTORY": 0o200000,
+               "O_NOFOLLOW": 0o400000},
+    "aarch64": {"O_DIRECTORY": 0o40000, "O_NOFOLLOW": 0o100000, "O_DIRECT": 0o200000,
+                "O_LARGEFILE": 0o400000},
+}
+_COMMON_OPEN_FLAGS = {  # same value on both guest ABIs and the host
+    "O_WRONLY": 0o1, "O_RDWR": 0o2, "O_CREAT": 0o100, "O_EXCL": 0o200, "O_NOCTTY": 0o400,
+    "O_TRUNC": 0o1000, "O_APPEND": 0o2000, "O_NONBLOCK": 0o4000, "O_DSYNC": 0o10000,
+    "O_CLOEXEC": 0o2000000, "O_SYNC": 0o4010000, "O_PATH": 0o10000000,
+}
+O_CLOEXEC = 0o2000000
+
+
+def host_open_flags(arch: str, guest_flags: int) -> tuple[int, bool, bool]:
+    """(host flags, wants O_DIRECTORY, wants O_NOFOLLOW) for guest open flags."""
+    host = guest_flags & 0o3
+    for name, value in _COMMON_OPEN_FLAGS.items():
+        if name not in ("O_WRONLY", "O_RDWR", "O_CLOEXEC") and guest_flags & value == value:
+            host |= getattr(os, name, 0)
+    arch_flags = _ARCH_OPEN_FLAGS[arch]
+    directory = bool(guest_flags & arch_flags["O_DIRECTORY"])
+    nofollow = bool(guest_flags & arch_flags["O_NOFOLLOW"])
+    if directory:
+        host |= os.O_DIRECTORY
+    if nofollow:
+        host |= os.O_NOFOLLOW
+    return host, directory, nofollow
+
+
+@dataclass
+class OpenFile:
+    """One open file description (shared by dup'ed descriptors)."""
+
+    host_fd: int
+    guest_path: str
+    guest_flags: int
+    is_std: bool = False            # the emulator's own stdio: never closed on the host
+    dir_entries: list[tuple[str, int, int]] | None = None   # getdents64 state
+    refs: int = field(default=1)
+
+    def close(self) -> None:
+        """Drop one reference; close the host descriptor with the last one."""
+        self.refs -= 1
+        if self.refs == 0 and not self.is_std:
+            os.close(self.host_fd)
+
+
+@dataclass
+class FdSlot:
+    """A descriptor: the open file and its per-descriptor flags."""
+
+    file: OpenFile
+    cloexec: bool = False
+
+
+class FdTable:
+    """A process's descriptor table."""
+
+    MAX_FDS = 1024
+
+    def __init__(self) -> None:
+        """A table with 0, 1, 2 bound to the emulator's stdio."""
+        self._slots: dict[int, FdSlot] = {}
+        for fd, name in ((0, "<stdin>"), (1, "<stdout>"), (2, "<stderr>")):
+            self._slots[fd] = FdSlot(OpenFile(fd, name, 0 if fd == 0 else 1, is_std=True))
+
+    def get(self, fd: int) -> OpenFile:
+        """The open file of `fd`, or EBADF."""
+        slot = self._slots.get(fd)
+        if slot is None:
+            raise OSError(errno.EBADF, "bad file descriptor")
+        return slot.file
+
+    def slot(self, fd: int) -> FdSlot:
+        """The descriptor slot of `fd`, or EBADF."""
+        self.get(fd)
+        return self._slots[fd]
+
+    def install(self, file: OpenFile, lowest: int = 0, cloexec: bool = False) -> int:
+        """Bind `file` to the lowest free descriptor >= `lowest` (EMFILE if none)."""
+        for fd in range(lowest, self.MAX_FDS):
+            if fd not in self._slots:
+                self._slots[fd] = FdSlot(file, cloexec)
+                return fd
+        raise OSError(errno.EMFILE, "too many open files")
+
+    def dup_to(self, old: int, new: int, cloexec: bool = False) -> int:
+        """Make `new` refer to `old`'s file (closing what `new` had)."""
+        file = self.get(old)
+        if not 0 <= new < self.MAX_FDS:
+            raise OSError(errno.EBADF, "bad file descriptor")
+        if new in self._slots:
+            self.close(new)
+        file.refs += 1
+        self._slots[new] = FdSlot(file, cloexec)
+        return new
+
+    def dup(self, old: int, lowest: int = 0, cloexec: bool = False) -> int:
+        """A new descriptor for `old`'s file."""
+        file = self.get(old)
+        fd = self.install(file, lowest, cloexec)
+        file.refs += 1
+        return fd
+
+    def close(self, fd: int) -> None:
+        """Release descriptor `fd` (EBADF if not open)."""
+        slot = self._slots.pop(fd, None)
+        if slot is None:
+            raise OSError(errno.EBADF, "bad file descriptor")
+        slot.file.close()
+
+    def close_all(self) -> None:
+        """Close every descriptor (process exit)."""
+        for fd in list(self._slots):
+            self.close(fd)

@@ -1,0 +1,88 @@
+"""The guest root: guest paths resolved to host paths that can never leave it.
+
+Resolution walks one component at a time, following symlinks itself (absolute
+targets restart at the guest root), and clamps `..` at the root, so neither
+`..`, nor a symlink, nor /proc/self/root can escape.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+_MAX_SYMLINKS = 40
+
+
+class GuestPathError(OSError):
+    """A guest path that cannot be resolved (carries the errno the syscall returns)."""
+
+
+class GuestRoot:
+    """Maps guest paths onto a host directory."""
+
+    def __init__(self, host_dir: str, exe_guest_path: str = "") -> None:
+        """Serve `host_dir` as the guest's `/`; `exe_guest_path` is what /proc/self/exe names."""
+        self.host_dir = os.path.realpath(host_dir)
+        self.exe_guest_path = exe_guest_path
+
+    def guest_path_of(self, host_path: str) -> str | None:
+        """The guest path of a host path under the root, or None if it lies outside."""
+        real = os.path.realpath(host_path)
+        if real == self.host_dir:
+            return "/"
+        if real.startswith(self.host_dir + os.sep):
+            return real[len(self.host_dir):]
+        return None
+
+    def resolve(self, path: str, cwd: str, follow: bool = True) -> str:
+        """Host path for guest `path` (relative to guest `cwd`); follows a final symlink if `follow`."""
+        return self._host(self.canonical(path, cwd, follow))
+
+    def canonical(self, path: str, cwd: str, follow: bool = True) -> str:
+        """The guest's absolute, symlink-free path for `path`."""
+        if not path:
+            raise GuestPathError(errno.ENOENT, "empty path")
+        pending = [c for c in path.split("/") if c]
+        parts: list[str] = [] if path.startswith("/") else [c for c in cwd.split("/") if c]
+        links = 0
+        while pending:
+            name = pending.pop(0)
+            if name == ".":
+                continue
+            if name == "..":
+                if parts:
+                    parts.pop()
+                continue
+            if parts == ["proc", "self"] and name in ("root", "cwd", "exe"):
+                parts = self._proc_self(name, cwd)
+                continue
+            parts.append(name)
+            host = self._host("/" + "/".join(parts))
+            try:
+                st = os.lstat(host)
+            except OSError:
+                if pending:                       # a missing directory in the middle
+                    raise GuestPathError(errno.ENOENT, path) from None
+                break
+            if stat.S_ISLNK(st.st_mode) and (pending or follow):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise GuestPathError(errno.ELOOP, path)
+                target = os.readlink(host)
+                parts.pop()
+                if target.startswith("/"):
+                    parts = []
+                pending = [c for c in target.split("/") if c] + pending
+            elif pending and not stat.S_ISDIR(st.st_mode):
+                raise GuestPathError(errno.ENOTDIR, path)
+        return "/" + "/".join(parts)
+
+    def _proc_self(self, name: str, cwd: str) -> list[str]:
+        if name == "root":
+            return []
+        if name == "cwd":
+            return [c for c in cwd.split("/") if c]
+        return [c for c in self.exe_guest_path.split("/") if c]
+
+    def _host(self, guest_abs: str) -> str:
+        return self.host_dir + guest_abs if guest_abs != "/" else self.host_dir

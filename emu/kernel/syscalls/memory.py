@@ -1,0 +1,128 @@
+"""The mmap family: mmap, munmap, mprotect, madvise, brk."""
+from __future__ import annotations
+
+import errno
+import os
+
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.mm.frames import PAGE_SIZE
+from emu.mm.objects import AnonymousMemory, FileChunk, FileImage
+from emu.mm.vmspace import (MMAP_MIN, PROT_EXEC, PROT_READ, PROT_WRITE, STACK_TOP, Mapping,
+                            Share, page_align_up)
+
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
+MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+MADV_DONTNEED, MADV_FREE = 4, 8
+_PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+
+
+def _check_range(addr: int, length: int) -> int:
+    """Page-aligned end of [addr, addr+length), or EINVAL."""
+    if addr % PAGE_SIZE or length == 0 or addr + length > STACK_TOP:
+        raise OSError(errno.EINVAL, "bad range")
+    return addr + page_align_up(length)
+
+
+@syscall("mmap")
+def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
+             fd: int, offset: int) -> int:
+    """Map anonymous memory or a file; pages are set up on first touch."""
+    kind = flags & 0x3
+    if length == 0 or kind == 0 or offset % PAGE_SIZE or prot & ~_PROT_ALL:
+        return -errno.EINVAL
+    size = page_align_up(length)
+    if size == 0 or size > STACK_TOP:
+        return -errno.ENOMEM
+    share = Share.SHARED if kind in (MAP_SHARED, MAP_SHARED_VALIDATE) else Share.PRIVATE
+    space = ctx.proc.space
+    if flags & MAP_ANONYMOUS:
+        obj: AnonymousMemory | FileImage = AnonymousMemory()
+        offset, name = 0, "[anon]"
+    else:
+        file = ctx.proc.fds.get(to_int32(fd))
+        if file.guest_flags & 0o3 == os.O_WRONLY:
+            return -errno.EACCES
+        if share is Share.SHARED and prot & PROT_WRITE:
+            # needs the page cache and msync write-back: refuse rather than lose writes
+            return -errno.ENOTSUP
+        file_size = os.fstat(file.host_fd).st_size
+        obj = FileImage(file.host_fd, file.guest_path,
+                        [FileChunk(0, offset, max(0, file_size - offset))])
+        name = file.guest_path
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        end = _check_range(addr, size)
+        if addr < MMAP_MIN:
+            return -errno.EPERM
+        if flags & MAP_FIXED_NOREPLACE and space.overlaps(addr, end):
+            return -errno.EEXIST
+        space.remove(addr, end)
+        start = addr
+    elif addr and addr % PAGE_SIZE == 0 and space.is_free(addr, addr + size):
+        start = addr
+    else:
+        found = space.find_free(size)
+        if found is None:
+            return -errno.ENOMEM
+        start = found
+    space.insert(Mapping(start, start + size, prot, share, obj, offset, name))
+    return start
+
+
+@syscall("munmap")
+def sys_munmap(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
+    """Remove mappings in a range (unmapped parts are fine)."""
+    end = _check_range(addr, length)
+    ctx.proc.space.remove(addr, end)
+    return 0
+
+
+@syscall("mprotect")
+def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int) -> int:
+    """Change the protection of a fully mapped range."""
+    if prot & ~_PROT_ALL:
+        return -errno.EINVAL
+    end = _check_range(addr, length)
+    space = ctx.proc.space
+    covered = addr
+    for m in space.mappings():
+        if m.end <= covered or m.start >= end:
+            continue
+        if m.start > covered:
+            break
+        covered = m.end
+    if covered < end:
+        return -errno.ENOMEM
+    space.protect(addr, end, prot)
+    return 0
+
+
+@syscall("madvise")
+def sys_madvise(ctx: SyscallContext, addr: int, length: int, advice: int, *_: int) -> int:
+    """MADV_DONTNEED/MADV_FREE drop the pages (they read back as their object's contents)."""
+    if addr % PAGE_SIZE:
+        return -errno.EINVAL
+    if length == 0:
+        return 0
+    end = addr + page_align_up(length)
+    if advice in (MADV_DONTNEED, MADV_FREE):
+        ctx.proc.space.discard(addr, end)
+    return 0
+
+
+@syscall("brk")
+def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
+    """Move the program break; returns the break in effect afterwards."""
+    space = ctx.proc.space
+    if new_brk < space.brk_start:
+        return space.brk
+    old_end, new_end = page_align_up(space.brk), page_align_up(new_brk)
+    if new_end > old_end:
+        if not space.is_free(old_end, new_end):
+            return space.brk
+        space.insert(Mapping(old_end, new_end, PROT_READ | PROT_WRITE, Share.PRIVATE,
+                             AnonymousMemory(), 0, "[heap]"))
+    elif new_end < old_end:
+        space.remove(new_end, old_end)
+    space.brk = new_brk
+    return new_brk

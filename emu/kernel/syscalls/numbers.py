@@ -1,0 +1,71 @@
+"""Linux system call numbers of each guest architecture (arch/x86/entry/syscalls/syscall_64.tbl,
+include/uapi/asm-generic/unistd.h for AArch64), plus the QNX extension calls."""
+from __future__ import annotations
+
+SYS_THREADCTL = 0x7000      # QNX ThreadCtl() extension (firmware/include/emu.h)
+
+X86_64: dict[str, int] = {
+    "read": 0, "write": 1, "open": 2, "close": 3, "stat": 4, "fstat": 5, "lstat": 6, "poll": 7,
+    "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
+    "rt_sigprocmask": 14, "rt_sigreturn": 15, "ioctl": 16, "pread64": 17, "pwrite64": 18,
+    "readv": 19, "writev": 20, "access": 21, "pipe": 22, "select": 23, "sched_yield": 24,
+    "mremap": 25, "msync": 26, "mincore": 27, "madvise": 28, "dup": 32, "dup2": 33,
+    "nanosleep": 35, "getpid": 39, "clone": 56, "fork": 57, "vfork": 58, "execve": 59,
+    "exit": 60, "wait4": 61, "kill": 62, "uname": 63, "fcntl": 72, "flock": 73, "fsync": 74,
+    "fdatasync": 75, "truncate": 76, "ftruncate": 77, "getdents": 78, "getcwd": 79,
+    "chdir": 80, "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85,
+    "link": 86, "unlink": 87, "symlink": 88, "readlink": 89, "chmod": 90, "fchmod": 91,
+    "umask": 95, "gettimeofday": 96, "getrlimit": 97, "getrusage": 98, "sysinfo": 99,
+    "times": 100, "getuid": 102, "getgid": 104, "setuid": 105, "setgid": 106, "geteuid": 107,
+    "getegid": 108, "setpgid": 109, "getppid": 110, "getpgrp": 111, "setsid": 112,
+    "getgroups": 115, "rt_sigtimedwait": 128, "sigaltstack": 131, "getpriority": 140,
+    "sched_setparam": 142, "sched_getparam": 143, "sched_setscheduler": 144,
+    "sched_getscheduler": 145, "sched_get_priority_max": 146, "sched_get_priority_min": 147,
+    "mlock": 149, "munlock": 150, "mlockall": 151, "munlockall": 152, "prctl": 157,
+    "arch_prctl": 158, "gettid": 186, "tkill": 200, "time": 201, "futex": 202,
+    "sched_setaffinity": 203, "sched_getaffinity": 204, "getdents64": 217,
+    "set_tid_address": 218, "fadvise64": 221, "clock_gettime": 228, "clock_getres": 229,
+    "clock_nanosleep": 230, "exit_group": 231, "tgkill": 234, "waitid": 247, "openat": 257,
+    "mkdirat": 258, "newfstatat": 262, "unlinkat": 263, "renameat": 264, "readlinkat": 267,
+    "fchmodat": 268, "faccessat": 269, "pselect6": 270, "ppoll": 271, "set_robust_list": 273,
+    "utimensat": 280, "fallocate": 285, "dup3": 292, "pipe2": 293, "prlimit64": 302,
+    "getcpu": 309, "renameat2": 316, "getrandom": 318, "membarrier": 324, "mlock2": 325,
+    "statx": 332, "rseq": 334, "clone3": 435, "close_range": 436, "faccessat2": 439,
+}
+
+AARCH64: dict[str, int] = {
+    "getcwd": 17, "dup": 23, "dup3": 24, "fcntl": 25, "ioctl": 29, "flock": 32, "mkdirat": 34,
+    "unlinkat": 35, "symlinkat": 36, "linkat": 37, "renameat": 38, "truncate": 45,
+    "ftruncate": 46, "fallocate": 47, "faccessat": 48, "chdir": 49, "fchdir": 50, "fchmod": 52,
+    "fchmodat": 53, "fchownat": 54, "openat": 56, "close": 57, "pipe2": 59, "getdents64": 61,
+    "lseek": 62, "read": 63, "write": 64, "readv": 65, "writev": 66, "pread64": 67,
+    "pwrite64": 68, "pselect6": 72, "ppoll": 73, "readlinkat": 78, "newfstatat": 79,
+    "fstat": 80, "sync": 81, "fsync": 82, "fdatasync": 83, "utimensat": 88, "exit": 93,
+    "exit_group": 94, "waitid": 95, "set_tid_address": 96, "futex": 98, "set_robust_list": 99,
+    "nanosleep": 101, "clock_gettime": 113, "clock_getres": 114, "clock_nanosleep": 115,
+    "sched_setparam": 118, "sched_setscheduler": 119, "sched_getscheduler": 120,
+    "sched_getparam": 121, "sched_setaffinity": 122, "sched_getaffinity": 123,
+    "sched_yield": 124, "sched_get_priority_max": 125, "sched_get_priority_min": 126,
+    "kill": 129, "tkill": 130, "tgkill": 131, "sigaltstack": 132, "rt_sigsuspend": 133,
+    "rt_sigaction": 134, "rt_sigprocmask": 135, "rt_sigpending": 136, "rt_sigtimedwait": 137,
+    "rt_sigreturn": 139, "getpriority": 141, "setgid": 144, "setuid": 146, "times": 153,
+    "setpgid": 154, "getpgid": 155, "getsid": 156, "setsid": 157, "getgroups": 158,
+    "uname": 160, "getrlimit": 163, "setrlimit": 164, "getrusage": 165, "umask": 166,
+    "prctl": 167, "getcpu": 168, "gettimeofday": 169, "getpid": 172, "getppid": 173,
+    "getuid": 174, "geteuid": 175, "getgid": 176, "getegid": 177, "gettid": 178,
+    "sysinfo": 179, "brk": 214, "munmap": 215, "mremap": 216, "clone": 220, "execve": 221,
+    "mmap": 222, "fadvise64": 223, "mprotect": 226, "msync": 227, "mlock": 228,
+    "munlock": 229, "mlockall": 230, "munlockall": 231, "mincore": 232, "madvise": 233,
+    "wait4": 260, "prlimit64": 261, "renameat2": 276, "getrandom": 278, "membarrier": 283,
+    "mlock2": 284, "statx": 291, "rseq": 293, "clone3": 435, "close_range": 436,
+    "faccessat2": 439,
+}
+
+TABLES = {"x86_64": X86_64, "aarch64": AARCH64}
+
+
+def names_by_number(arch: str) -> dict[int, str]:
+    """Number → name for one architecture (including the extension calls)."""
+    table = {nr: name for name, nr in TABLES[arch].items()}
+    table[SYS_THREADCTL] = "ThreadCtl"
+    return table

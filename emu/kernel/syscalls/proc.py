@@ -1,0 +1,213 @@
+"""Process, identity, time and start-up system calls."""
+from __future__ import annotations
+
+import errno
+import struct
+
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+
+ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
+_LIMITS = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_NOFILE: (1024, 1024)}
+CLOCK_REALTIME_EPOCH_NS = 1_767_225_600 * 10**9     # simulated boot: 2026-01-01T00:00:00Z
+CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI = 0, 5, 8, 11
+_MAX_CLOCK_ID = 11
+
+
+@syscall("exit")
+def sys_exit(ctx: SyscallContext, code: int, *_: int) -> None:
+    """End the calling thread."""
+    ctx.kernel.exit_thread(ctx.thread, code & 0xFF)
+
+
+@syscall("exit_group")
+def sys_exit_group(ctx: SyscallContext, code: int, *_: int) -> None:
+    """End the whole process."""
+    ctx.kernel.exit_group(ctx.proc, code & 0xFF)
+
+
+@syscall("getpid")
+def sys_getpid(ctx: SyscallContext, *_: int) -> int:
+    """The process id."""
+    return ctx.proc.pid
+
+
+@syscall("gettid")
+def sys_gettid(ctx: SyscallContext, *_: int) -> int:
+    """The thread id."""
+    return ctx.thread.tid
+
+
+@syscall("getppid")
+def sys_getppid(ctx: SyscallContext, *_: int) -> int:
+    """The parent's process id (the first process's parent is 'init', 1... it is pid 0 here)."""
+    return 0
+
+
+@syscall("getuid", "geteuid")
+def sys_getuid(ctx: SyscallContext, *_: int) -> int:
+    """The user id (`--uid`)."""
+    return ctx.proc.uid
+
+
+@syscall("getgid", "getegid")
+def sys_getgid(ctx: SyscallContext, *_: int) -> int:
+    """The group id."""
+    return ctx.proc.gid
+
+
+@syscall("set_tid_address")
+def sys_set_tid_address(ctx: SyscallContext, addr: int, *_: int) -> int:
+    """Remember where to clear the tid at thread exit; returns the tid."""
+    ctx.thread.clear_child_tid = addr
+    return ctx.thread.tid
+
+
+@syscall("set_robust_list")
+def sys_set_robust_list(ctx: SyscallContext, head: int, length: int, *_: int) -> int:
+    """Record the thread's robust futex list head."""
+    if length != 24:
+        return -errno.EINVAL
+    ctx.thread.robust_list = head
+    return 0
+
+
+@syscall("rseq")
+def sys_rseq(ctx: SyscallContext, *_: int) -> int:
+    """Restartable sequences are not offered (glibc carries on without them)."""
+    return -errno.ENOSYS
+
+
+@syscall("arch_prctl")
+def sys_arch_prctl(ctx: SyscallContext, code: int, addr: int, *_: int) -> int:
+    """Set or get the FS base (x86-64 TLS)."""
+    if code == ARCH_SET_FS:
+        ctx.kernel.set_tls(addr)
+        return 0
+    if code == ARCH_GET_FS:
+        ctx.mem.write_u64(addr, ctx.kernel.get_tls())
+        return 0
+    return -errno.EINVAL
+
+
+@syscall("uname")
+def sys_uname(ctx: SyscallContext, buf: int, *_: int) -> int:
+    """Describe the (emulated) system."""
+    fields = (b"Linux", b"emu", b"6.1.0-emu", b"#1 SMP PREEMPT emu", ctx.arch.encode(), b"(none)")
+    ctx.mem.write(buf, b"".join(f.ljust(65, b"\0") for f in fields))
+    return 0
+
+
+def _limit(resource: int) -> tuple[int, int]:
+    return _LIMITS.get(resource, (RLIM_INFINITY, RLIM_INFINITY))
+
+
+@syscall("prlimit64")
+def sys_prlimit64(ctx: SyscallContext, pid: int, resource: int, new: int, old: int, *_: int) -> int:
+    """Report resource limits (changes are accepted and ignored)."""
+    if pid not in (0, ctx.proc.pid):
+        return -errno.ESRCH
+    if old:
+        ctx.mem.write(old, struct.pack("<QQ", *_limit(resource)))
+    return 0
+
+
+@syscall("getrlimit")
+def sys_getrlimit(ctx: SyscallContext, resource: int, old: int, *_: int) -> int:
+    """Report a resource limit."""
+    ctx.mem.write(old, struct.pack("<QQ", *_limit(resource)))
+    return 0
+
+
+@syscall("getrandom")
+def sys_getrandom(ctx: SyscallContext, buf: int, length: int, flags: int, *_: int) -> int:
+    """Reproducible pseudo-random bytes (the same every run)."""
+    length = min(length, 1 << 20)
+    ctx.mem.write(buf, ctx.kernel.random_bytes(length))
+    return length
+
+
+def _clock_ns(ctx: SyscallContext, clock_id: int) -> int:
+    if not 0 <= clock_id <= _MAX_CLOCK_ID:
+        raise OSError(errno.EINVAL, "bad clock")
+    now = ctx.kernel.now_ns()
+    if clock_id in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI):
+        return CLOCK_REALTIME_EPOCH_NS + now
+    return now
+
+
+@syscall("clock_gettime")
+def sys_clock_gettime(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> int:
+    """Read a clock of the simulated machine."""
+    ns = _clock_ns(ctx, to_int32(clock_id))
+    ctx.mem.write(tp, struct.pack("<qq", ns // 10**9, ns % 10**9))
+    return 0
+
+
+@syscall("clock_getres")
+def sys_clock_getres(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> int:
+    """Clock resolution: one nanosecond."""
+    _clock_ns(ctx, to_int32(clock_id))
+    if tp:
+        ctx.mem.write(tp, struct.pack("<qq", 0, 1))
+    return 0
+
+
+@syscall("gettimeofday")
+def sys_gettimeofday(ctx: SyscallContext, tv: int, tz: int, *_: int) -> int:
+    """Wall-clock time of the simulated machine."""
+    ns = CLOCK_REALTIME_EPOCH_NS + ctx.kernel.now_ns()
+    if tv:
+        ctx.mem.write(tv, struct.pack("<qq", ns // 10**9, (ns % 10**9) // 1000))
+    if tz:
+        ctx.mem.write(tz, bytes(8))
+    return 0
+
+
+@syscall("time")
+def sys_time(ctx: SyscallContext, tloc: int, *_: int) -> int:
+    """Seconds since the epoch, simulated."""
+    secs = (CLOCK_REALTIME_EPOCH_NS + ctx.kernel.now_ns()) // 10**9
+    if tloc:
+        ctx.mem.write_u64(tloc, secs)
+    return secs
+
+
+@syscall("sched_getaffinity")
+def sys_sched_getaffinity(ctx: SyscallContext, pid: int, size: int, mask: int, *_: int) -> int:
+    """One CPU."""
+    if size < 8:
+        return -errno.EINVAL
+    ctx.mem.write(mask, struct.pack("<Q", 1))
+    return 8
+
+
+@syscall("getcpu")
+def sys_getcpu(ctx: SyscallContext, cpu: int, node: int, *_: int) -> int:
+    """Always CPU 0, node 0."""
+    for addr in (cpu, node):
+        if addr:
+            ctx.mem.write(addr, struct.pack("<I", 0))
+    return 0
+
+
+SIG_DFL, SIG_IGN = 0, 1
+
+
+@syscall("rt_sigaction")
+def sys_rt_sigaction(ctx: SyscallContext, sig: int, act: int, oldact: int, *_: int) -> int:
+    """Default and ignore dispositions only: no signal is ever caught yet."""
+    if act and ctx.mem.read_u64(act) not in (SIG_DFL, SIG_IGN):
+        return -errno.ENOSYS
+    if oldact:
+        ctx.mem.write(oldact, bytes(32))
+    return 0
+
+
+@syscall("rt_sigprocmask")
+def sys_rt_sigprocmask(ctx: SyscallContext, how: int, new: int, old: int, size: int, *_: int) -> int:
+    """Signal masks: nothing is ever pending, so the mask is reported empty."""
+    if old:
+        ctx.mem.write(old, bytes(min(size, 128)))
+    return 0

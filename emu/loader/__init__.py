@@ -1,0 +1,1 @@
+"""Program loading: ELF images (pyelftools) and the initial stack."""

@@ -1,0 +1,91 @@
+"""Fault resolution: decide what a fault the fast path could not resolve needs.
+
+`resolve_fault` never blocks and never changes memory. It returns one of:
+RESOLVED (the translation is already there: retry), NEEDS_PAGER (a
+`PageRequest` for the memory-manager to carry out), or SIGNAL (the thread
+gets SIGSEGV or SIGBUS).
+"""
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from emu.mm.frames import PAGE_SHIFT
+from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Mapping
+
+
+class Access(enum.IntEnum):
+    """The kind of memory access that faulted (values are Unicorn's)."""
+
+    READ = 16
+    WRITE = 17
+    FETCH = 18
+
+    @property
+    def prot(self) -> int:
+        """The PROT_* bit this access needs."""
+        return {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}[self]
+
+
+class FaultCause(enum.Enum):
+    """Why a fault happened; the keys of `faults.by_cause` in the stats."""
+
+    ZERO_FILL = "zero_fill"
+    PAGE_IN = "page_in"
+    SIGBUS = "sigbus"
+    SIGSEGV = "sigsegv"
+    SPURIOUS = "spurious"       # translation already present (another fault fixed it)
+
+
+class Outcome(enum.Enum):
+    """What the fault resolver decided."""
+
+    RESOLVED = "resolved"
+    NEEDS_PAGER = "needs_pager"
+    SIGNAL = "signal"
+
+
+# si_code values (Linux asm-generic/siginfo.h)
+SEGV_MAPERR = 1
+SEGV_ACCERR = 2
+BUS_ADRERR = 2
+BUS_OBJERR = 3
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Work for the pager: make the page at `vaddr` of `mapping` present."""
+
+    vaddr: int
+    access: Access
+    mapping: Mapping
+    cause: FaultCause
+
+
+@dataclass(frozen=True)
+class FaultResolution:
+    """The resolver's verdict on one fault."""
+
+    outcome: Outcome
+    cause: FaultCause
+    request: PageRequest | None = None
+    signal: int = 0
+    si_code: int = 0
+
+
+def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResolution:
+    """Decide what the fault at `vaddr` needs; never blocks, never changes memory."""
+    mapping = space.find(vaddr)
+    if mapping is None:
+        return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
+                               signal=signal.SIGSEGV, si_code=SEGV_MAPERR)
+    if not mapping.prot & access.prot:
+        return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
+                               signal=signal.SIGSEGV, si_code=SEGV_ACCERR)
+    pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
+    if pte is not None and pte.perms & access.prot:
+        return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
+    cause = FaultCause.PAGE_IN if mapping.obj.is_file else FaultCause.ZERO_FILL
+    return FaultResolution(Outcome.NEEDS_PAGER, cause,
+                           request=PageRequest(vaddr, access, mapping, cause))

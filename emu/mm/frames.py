@@ -1,0 +1,107 @@
+"""Physical RAM and the frame allocator.
+
+Physical memory is one host buffer that Unicorn maps at physical address 0;
+the kernel reads and writes it directly (zero-fill, copies, file I/O) without
+going through the guest's MMU. Frames are reference-counted so that pages can
+be shared (copy-on-write, page cache).
+
+Invariants: a frame is either on the free list with refcount 0, or off it with
+refcount >= 1; `in_use` equals the number of frames off the free list.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+from array import array
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class OutOfFrames(Exception):
+    """No free physical frame is left."""
+
+
+class PhysicalMemory:
+    """A contiguous block of host memory standing in for the machine's RAM."""
+
+    def __init__(self, size: int) -> None:
+        """Allocate `size` bytes of zeroed RAM (a whole number of pages)."""
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"RAM size must be a positive multiple of {PAGE_SIZE} bytes")
+        self.size = size
+        self._buffer = mmap.mmap(-1, size)
+        self.view = memoryview(self._buffer)
+        self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
+
+    def read(self, paddr: int, length: int) -> bytes:
+        """Bytes of physical memory at [paddr, paddr+length)."""
+        return bytes(self.view[paddr:paddr + length])
+
+    def write(self, paddr: int, data: bytes | memoryview) -> None:
+        """Store `data` at physical address `paddr`."""
+        self.view[paddr:paddr + len(data)] = data
+
+    def zero_frame(self, frame: int) -> None:
+        """Fill one frame with zeros."""
+        start = frame << PAGE_SHIFT
+        self.view[start:start + PAGE_SIZE] = ZERO_PAGE
+
+    def copy_frame(self, dst: int, src: int) -> None:
+        """Copy the contents of frame `src` into frame `dst`."""
+        d, s = dst << PAGE_SHIFT, src << PAGE_SHIFT
+        self.view[d:d + PAGE_SIZE] = self.view[s:s + PAGE_SIZE]
+
+
+class FrameAllocator:
+    """Hands out reference-counted physical frames of a PhysicalMemory."""
+
+    def __init__(self, total_frames: int) -> None:
+        """Manage frames 0..total_frames-1, all free."""
+        self.total = total_frames
+        self._refcount = array("I", bytes(4 * total_frames))
+        # lowest frame numbers are handed out first: pop() takes from the end
+        self._free = list(range(total_frames - 1, -1, -1))
+        self.peak = 0
+
+    @property
+    def in_use(self) -> int:
+        """Number of frames currently allocated."""
+        return self.total - len(self._free)
+
+    @property
+    def free_count(self) -> int:
+        """Number of frames on the free list."""
+        return len(self._free)
+
+    def allocate(self) -> int:
+        """Take a free frame with refcount 1; raise OutOfFrames when none is left."""
+        if not self._free:
+            raise OutOfFrames()
+        frame = self._free.pop()
+        assert self._refcount[frame] == 0, f"free frame {frame} has references"
+        self._refcount[frame] = 1
+        self.peak = max(self.peak, self.total - len(self._free))
+        return frame
+
+    def share(self, frame: int) -> int:
+        """Add a reference to an allocated frame; returns the frame."""
+        assert self._refcount[frame] > 0, f"sharing free frame {frame}"
+        self._refcount[frame] += 1
+        return frame
+
+    def release(self, frame: int) -> bool:
+        """Drop one reference; returns True when the frame became free."""
+        count = self._refcount[frame]
+        assert count > 0, f"releasing free frame {frame}"
+        self._refcount[frame] = count - 1
+        if count == 1:
+            self._free.append(frame)
+            return True
+        return False
+
+    def refcount(self, frame: int) -> int:
+        """Current number of references to `frame`."""
+        return self._refcount[frame]

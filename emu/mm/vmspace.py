@@ -1,0 +1,179 @@
+"""Address spaces: the mappings (virtual memory areas) of a process and its page table.
+
+This module is mechanism only: place, split, protect and remove mappings, and
+keep the page table consistent with them. What a fault should do is decided
+in fault.py; the work is done by the pager.
+
+Invariants: mappings are page-aligned, non-empty and never overlap; every PTE
+lies inside a mapping and grants no permission the mapping lacks.
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+from emu.mm.frames import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, FrameAllocator
+from emu.mm.objects import MemoryObject
+from emu.mm.pagetable import PageTable
+
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+
+# Layout (no randomisation: runs are reproducible). 47-bit user space on both arches.
+STACK_TOP = 0x7FFF_FFFF_F000
+STACK_SIZE = 8 << 20
+MMAP_BASE = STACK_TOP - STACK_SIZE - (1 << 30)   # top-down mmap area starts below a 1 GiB gap
+MMAP_MIN = 0x10000
+
+
+class Share(enum.Enum):
+    """Whether writes are private to the mapping or shared with the object."""
+
+    PRIVATE = "private"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A page-aligned range of virtual memory backed by one memory object."""
+
+    start: int
+    end: int
+    prot: int
+    share: Share
+    obj: MemoryObject
+    offset: int                 # object offset of `start`
+    name: str = ""
+
+    def object_offset(self, vaddr: int) -> int:
+        """Object offset of the page containing `vaddr`."""
+        return self.offset + ((vaddr & PAGE_MASK) - self.start)
+
+    def clipped(self, start: int, end: int) -> Mapping:
+        """The part of this mapping inside [start, end)."""
+        return replace(self, start=start, end=end, offset=self.offset + (start - self.start))
+
+    @property
+    def length(self) -> int:
+        """Size in bytes."""
+        return self.end - self.start
+
+
+def page_align_up(value: int) -> int:
+    """`value` rounded up to a page boundary."""
+    return (value + PAGE_SIZE - 1) & PAGE_MASK
+
+
+class AddressSpace:
+    """One process's mappings and page table."""
+
+    def __init__(self, frames: FrameAllocator, on_tlb_change: Callable[[bool], None]) -> None:
+        """An empty space; `on_tlb_change(code_changed)` is called after translations are removed."""
+        self.page_table = PageTable()
+        self._frames = frames
+        self._starts: list[int] = []
+        self._maps: list[Mapping] = []
+        self._on_tlb_change = on_tlb_change
+        self.brk_start = 0
+        self.brk = 0
+
+    # ---- queries ----
+
+    def find(self, vaddr: int) -> Mapping | None:
+        """The mapping containing `vaddr`, if any."""
+        i = bisect.bisect_right(self._starts, vaddr) - 1
+        if i >= 0 and vaddr < self._maps[i].end:
+            return self._maps[i]
+        return None
+
+    def mappings(self) -> Iterator[Mapping]:
+        """All mappings in address order."""
+        return iter(list(self._maps))
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether any mapping intersects [start, end)."""
+        return any(True for _ in self._overlapping(start, end))
+
+    def is_free(self, start: int, end: int) -> bool:
+        """Whether [start, end) is unmapped and inside user space."""
+        return MMAP_MIN <= start < end <= STACK_TOP and not self.overlaps(start, end)
+
+    def find_free(self, length: int, below: int = MMAP_BASE) -> int | None:
+        """Highest page-aligned start of a free gap of `length` bytes ending at or below `below`."""
+        top = below
+        for m in reversed(self._maps):
+            if m.start >= top:
+                continue
+            if m.end <= top - length:
+                break
+            top = m.start
+        start = top - length
+        return start if start >= MMAP_MIN else None
+
+    def _overlapping(self, start: int, end: int) -> Iterator[int]:
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while i < len(self._maps) and self._maps[i].start < end:
+            if self._maps[i].end > start:
+                yield i
+            i += 1
+
+    # ---- changes ----
+
+    def insert(self, mapping: Mapping) -> None:
+        """Add a mapping over a free range."""
+        assert mapping.start % PAGE_SIZE == 0 and mapping.end % PAGE_SIZE == 0
+        assert mapping.start < mapping.end and not self.overlaps(mapping.start, mapping.end)
+        i = bisect.bisect_left(self._starts, mapping.start)
+        self._starts.insert(i, mapping.start)
+        self._maps.insert(i, mapping)
+
+    def remove(self, start: int, end: int) -> list[Mapping]:
+        """Unmap [start, end): free its frames, split mappings at the edges; returns what was removed."""
+        removed: list[Mapping] = []
+        for i in reversed(list(self._overlapping(start, end))):
+            m = self._maps.pop(i)
+            self._starts.pop(i)
+            for piece in (m.clipped(m.start, start) if m.start < start else None,
+                          m.clipped(end, m.end) if m.end > end else None):
+                if piece is not None:
+                    self.insert(piece)
+            removed.append(m.clipped(max(m.start, start), min(m.end, end)))
+        code = False
+        for m in removed:
+            self._drop_pages(m.start, m.end)
+            code |= bool(m.prot & PROT_EXEC)
+        if removed:
+            self._on_tlb_change(code)
+        return removed
+
+    def protect(self, start: int, end: int, prot: int) -> None:
+        """Set the protection of every mapping page in [start, end), splitting mappings as needed."""
+        code = False
+        for i in reversed(list(self._overlapping(start, end))):
+            m = self._maps.pop(i)
+            self._starts.pop(i)
+            code |= bool((m.prot | prot) & PROT_EXEC)
+            lo, hi = max(m.start, start), min(m.end, end)
+            for piece in (m.clipped(m.start, lo) if m.start < lo else None,
+                          replace(m.clipped(lo, hi), prot=prot),
+                          m.clipped(hi, m.end) if m.end > hi else None):
+                if piece is not None:
+                    self.insert(piece)
+        for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+            self.page_table.map(vpn, replace(pte, perms=prot))
+        self._on_tlb_change(code)
+
+    def discard(self, start: int, end: int) -> None:
+        """Drop the pages of [start, end) but keep the mappings (MADV_DONTNEED): next touch refills them."""
+        self._drop_pages(start, end)
+        self._on_tlb_change(False)
+
+    def release_all(self) -> None:
+        """Unmap everything (process exit)."""
+        self.remove(0, 1 << 64)
+
+    def _drop_pages(self, start: int, end: int) -> None:
+        for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+            self.page_table.unmap(vpn)
+            self._frames.release(pte.frame)

@@ -1,0 +1,1 @@
+"""Observing runs: statistics now; events and exporters as the kernel grows."""
