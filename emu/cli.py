@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from typing import NoReturn
 
 from emu import __version__
 from emu.config import RunConfig, parse_size
@@ -30,9 +31,17 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and emu's error status (125)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `prog: message` and exit 125."""
+        self.exit(EXIT_EMULATOR_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `emu` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="emu", description="Run static Linux x86-64/AArch64 programs on an emulated "
         "machine whose MMU faults are handled QNX-style.")
     parser.add_argument("--version", action="version", version=f"emu {__version__}")

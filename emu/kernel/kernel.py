@@ -17,7 +17,7 @@ from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
 from emu.kernel.syscalls import SyscallContext, SyscallTable
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import Access, Outcome, resolve_fault
+from emu.mm.fault import SI_CODE_NAMES, Access, Outcome, resolve_fault
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager
@@ -144,8 +144,8 @@ class Kernel:
         signo, code = self._resolve(proc.space, vaddr, access)
         if signo:
             print(f"emu: pid {proc.pid} tid {thread.tid}: {signal_name(signo)} "
-                  f"({access.name.lower()} at {vaddr:#x}, si_code {code}, pc {thread.pc:#x})",
-                  file=sys.stderr)
+                  f"({SI_CODE_NAMES.get((signo, code), code)}: {access.name.lower()} at "
+                  f"{vaddr:#x}, pc {thread.pc:#x})", file=sys.stderr)
             self.kill(proc, signo)
 
     def fault_in(self, space: AddressSpace, vaddr: int, access: Access) -> bool:

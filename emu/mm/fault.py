@@ -51,6 +51,8 @@ SEGV_MAPERR = 1
 SEGV_ACCERR = 2
 BUS_ADRERR = 2
 BUS_OBJERR = 3
+SI_CODE_NAMES = {(signal.SIGSEGV, SEGV_MAPERR): "SEGV_MAPERR", (signal.SIGSEGV, SEGV_ACCERR): "SEGV_ACCERR",
+                 (signal.SIGBUS, BUS_ADRERR): "BUS_ADRERR", (signal.SIGBUS, BUS_OBJERR): "BUS_OBJERR"}
 
 
 @dataclass(frozen=True)

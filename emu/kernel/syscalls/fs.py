@@ -477,3 +477,39 @@ def sys_umask(ctx: SyscallContext, mask: int, *_: int) -> int:
     """Set the file-creation mask; returns the old one."""
     old, ctx.proc.umask = ctx.proc.umask, mask & 0o777
     return old
+
+
+@syscall("symlinkat")
+def sys_symlinkat(ctx: SyscallContext, target_ptr: int, dirfd: int, path_ptr: int, *_: int) -> int:
+    """Create a symlink; its target is stored as given (and resolved inside the root when used)."""
+    target = _path(ctx, target_ptr)
+    _, host = _host(ctx, dirfd, path_ptr, follow=False)
+    os.symlink(target, host)
+    return 0
+
+
+@syscall("symlink")
+def sys_symlink(ctx: SyscallContext, target_ptr: int, path_ptr: int, *_: int) -> int:
+    """symlink(2) (x86-64 only)."""
+    return sys_symlinkat(ctx, target_ptr, AT_FDCWD & 0xFFFFFFFF, path_ptr)
+
+
+@syscall("fchmodat")
+def sys_fchmodat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_: int) -> int:
+    """Change a file's permission bits."""
+    _, host = _host(ctx, dirfd, path_ptr)
+    os.chmod(host, mode & 0o7777)
+    return 0
+
+
+@syscall("chmod")
+def sys_chmod(ctx: SyscallContext, path_ptr: int, mode: int, *_: int) -> int:
+    """chmod(2) (x86-64 only)."""
+    return sys_fchmodat(ctx, AT_FDCWD & 0xFFFFFFFF, path_ptr, mode)
+
+
+@syscall("fchmod")
+def sys_fchmod(ctx: SyscallContext, fd: int, mode: int, *_: int) -> int:
+    """Change an open file's permission bits."""
+    os.fchmod(ctx.proc.fds.get(to_int32(fd)).host_fd, mode & 0o7777)
+    return 0
