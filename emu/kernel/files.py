@@ -22,6 +22,7 @@ _COMMON_OPEN_FLAGS = {  # same value on both guest ABIs and the host
     "O_TRUNC": 0o1000, "O_APPEND": 0o2000, "O_NONBLOCK": 0o4000, "O_DSYNC": 0o10000,
     "O_CLOEXEC": 0o2000000, "O_SYNC": 0o4010000, "O_PATH": 0o10000000,
 }
+_O_TMPFILE_BIT = 0o20000000     # __O_TMPFILE: O_TMPFILE is this | the arch's O_DIRECTORY
 O_CLOEXEC = 0o2000000
 
 
@@ -38,6 +39,8 @@ def host_open_flags(arch: str, guest_flags: int) -> tuple[int, bool, bool]:
         host |= os.O_DIRECTORY
     if nofollow:
         host |= os.O_NOFOLLOW
+    if guest_flags & _O_TMPFILE_BIT:
+        host |= os.O_TMPFILE
     return host, directory, nofollow
 
 
@@ -103,6 +106,8 @@ class FdTable:
         file = self.get(old)
         if not 0 <= new < self.MAX_FDS:
             raise OSError(errno.EBADF, "bad file descriptor")
+        if new == old:
+            return new
         if new in self._slots:
             self.close(new)
         file.refs += 1

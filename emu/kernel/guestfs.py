@@ -30,18 +30,24 @@ class GuestRoot:
         real = os.path.realpath(host_path)
         if real == self.host_dir:
             return "/"
-        if real.startswith(self.host_dir + os.sep):
-            return real[len(self.host_dir):]
+        if os.path.commonpath([real, self.host_dir]) == self.host_dir:
+            return "/" + os.path.relpath(real, self.host_dir)
         return None
 
-    def resolve(self, path: str, cwd: str, follow: bool = True) -> str:
+    def resolve(self, path: str, cwd: str, follow: bool = True, exe: str | None = None) -> str:
         """Host path for guest `path` (relative to guest `cwd`); follows a final symlink if `follow`."""
-        return self._host(self.canonical(path, cwd, follow))
+        return self.host_path(self.canonical(path, cwd, follow, exe))
 
-    def canonical(self, path: str, cwd: str, follow: bool = True) -> str:
-        """The guest's absolute, symlink-free path for `path`."""
+    def canonical(self, path: str, cwd: str, follow: bool = True, exe: str | None = None) -> str:
+        """The guest's absolute, symlink-free path for `path`.
+
+        /proc/self/{root,cwd,exe} are the guest's own (`exe` overrides the
+        program named at construction); a trailing '/' follows a final symlink.
+        """
         if not path:
             raise GuestPathError(errno.ENOENT, "empty path")
+        follow = follow or path.endswith("/")
+        exe_path = self.exe_guest_path if exe is None else exe
         pending = [c for c in path.split("/") if c]
         parts: list[str] = [] if path.startswith("/") else [c for c in cwd.split("/") if c]
         links = 0
@@ -53,11 +59,13 @@ class GuestRoot:
                 if parts:
                     parts.pop()
                 continue
-            if parts == ["proc", "self"] and name in ("root", "cwd", "exe"):
-                parts = self._proc_self(name, cwd)
+            if not parts and name == "proc" and pending[:1] == ["self"] and \
+                    pending[1:2] in (["root"], ["cwd"], ["exe"]):    # the guest's, never the host's
+                target = {"root": "/", "cwd": cwd, "exe": exe_path}[pending[1]]
+                pending = [c for c in target.split("/") if c] + pending[2:]
                 continue
             parts.append(name)
-            host = self._host("/" + "/".join(parts))
+            host = self.host_path("/" + "/".join(parts))
             try:
                 st = os.lstat(host)
             except OSError:
@@ -77,12 +85,6 @@ class GuestRoot:
                 raise GuestPathError(errno.ENOTDIR, path)
         return "/" + "/".join(parts)
 
-    def _proc_self(self, name: str, cwd: str) -> list[str]:
-        if name == "root":
-            return []
-        if name == "cwd":
-            return [c for c in cwd.split("/") if c]
-        return [c for c in self.exe_guest_path.split("/") if c]
-
-    def _host(self, guest_abs: str) -> str:
+    def host_path(self, guest_abs: str) -> str:
+        """Host path of a canonical guest path (from `canonical`)."""
         return self.host_dir + guest_abs if guest_abs != "/" else self.host_dir

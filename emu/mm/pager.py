@@ -33,6 +33,8 @@ class Pager:
 
     def service(self, space: AddressSpace, request: PageRequest) -> PagerResult:
         """Allocate and fill a frame for the request and map it with the mapping's permissions."""
+        vpn = request.vaddr >> PAGE_SHIFT
+        assert space.page_table.lookup(vpn) is None, f"page {request.vaddr:#x} is already present"
         try:
             frame = self.frames.allocate()
         except OutOfFrames:
@@ -41,6 +43,5 @@ class Pager:
         base = frame << PAGE_SHIFT
         mapping = request.mapping
         mapping.obj.fill(mapping.object_offset(request.vaddr), self.ram.view[base:base + PAGE_SIZE])
-        space.page_table.map(request.vaddr >> PAGE_SHIFT,
-                             Pte(frame=frame, perms=mapping.prot, modified=False))
+        space.page_table.map(vpn, Pte(frame=frame, perms=mapping.prot, modified=False))
         return PagerResult(request.cause)

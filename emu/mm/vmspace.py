@@ -167,7 +167,8 @@ class AddressSpace:
     def discard(self, start: int, end: int) -> None:
         """Drop the pages of [start, end) but keep the mappings (MADV_DONTNEED): next touch refills them."""
         self._drop_pages(start, end)
-        self._on_tlb_change(False)
+        code = any(self._maps[i].prot & PROT_EXEC for i in self._overlapping(start, end))
+        self._on_tlb_change(code)
 
     def release_all(self) -> None:
         """Unmap everything (process exit)."""

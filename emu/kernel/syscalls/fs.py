@@ -36,8 +36,9 @@ def _path(ctx: SyscallContext, path_ptr: int) -> str:
 def _host(ctx: SyscallContext, dirfd: int, path_ptr: int, follow: bool = True) -> tuple[str, str]:
     """(guest canonical path, host path) of a path argument relative to `dirfd`."""
     path = _path(ctx, path_ptr)
-    canon = ctx.proc.root.canonical(path, _base_dir(ctx, dirfd), follow)
-    return canon, ctx.proc.root.resolve(canon, "/", follow)
+    root = ctx.proc.root
+    canon = root.canonical(path, _base_dir(ctx, dirfd), follow, exe=ctx.proc.exe_path)
+    return canon, root.host_path(canon)
 
 
 # ---- open / close / dup ----

@@ -1,0 +1,71 @@
+"""Helpers shared by the unit tests: a small machine's memory (no Unicorn engine), firmware paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from emu.mm.fault import Access, Outcome, resolve_fault
+from emu.mm.frames import FrameAllocator, PhysicalMemory, PAGE_SIZE
+from emu.mm.objects import AnonymousMemory
+from emu.mm.pager import Pager
+from emu.mm.vmspace import AddressSpace, Mapping, Share
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE_BUILD = REPO / "firmware" / "build"
+
+RAM_FRAMES = 64
+
+
+@dataclass
+class Memory:
+    """RAM, frames, one address space and a pager, plus a log of on_tlb_change calls."""
+
+    ram: PhysicalMemory
+    frames: FrameAllocator
+    space: AddressSpace
+    pager: Pager
+    tlb_changes: list[bool] = field(default_factory=list)
+
+    def fault_in(self, vaddr: int, access: Access) -> bool:
+        """What the kernel does for a copy-in/out fault: resolve, then let the pager work."""
+        verdict = resolve_fault(self.space, vaddr, access)
+        if verdict.outcome is Outcome.RESOLVED:
+            return True
+        if verdict.outcome is Outcome.SIGNAL:
+            return False
+        assert verdict.request is not None
+        return self.pager.service(self.space, verdict.request).signal == 0
+
+    def map_anon(self, start: int, pages: int, prot: int, name: str = "[anon]") -> Mapping:
+        """Insert an anonymous private mapping of `pages` pages at `start`."""
+        mapping = Mapping(start, start + pages * PAGE_SIZE, prot, Share.PRIVATE,
+                          AnonymousMemory(), 0, name)
+        self.space.insert(mapping)
+        return mapping
+
+    def populate(self, start: int, end: int) -> None:
+        """Make every page of [start, end) present (as first-touch faults would)."""
+        for vaddr in range(start, end, PAGE_SIZE):
+            mapping = self.space.find(vaddr)
+            assert mapping is not None
+            access = Access.READ if mapping.prot & 1 else Access.WRITE
+            assert self.fault_in(vaddr, access)
+
+
+def make_memory(frames: int = RAM_FRAMES) -> Memory:
+    """A fresh Memory with `frames` frames of RAM."""
+    ram = PhysicalMemory(frames * PAGE_SIZE)
+    allocator = FrameAllocator(frames)
+    changes: list[bool] = []
+    space = AddressSpace(allocator, changes.append)
+    return Memory(ram, allocator, space, Pager(ram, allocator), changes)
+
+
+def firmware_binary(arch: str, name: str = "hello") -> Path:
+    """Path of a built firmware program; skips the test when firmware/build is missing."""
+    path = FIRMWARE_BUILD / arch / name
+    if not path.is_file():
+        pytest.skip(f"{path} not built (run `make -C firmware -j2`)")
+    return path
