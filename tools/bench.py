@@ -57,10 +57,10 @@ class Samples:
     startup: list[float] = field(default_factory=list)        # at ITERS=1
 
 
-def _run(cmd: list[str], stats: str | None = None) -> tuple[str, float, dict]:
-    """Run `cmd` with an empty environment; (stdout, wall seconds, parsed stats file or {})."""
+def _run(cmd: list[str], env: dict[str, str], stats: str | None = None) -> tuple[str, float, dict]:
+    """Run `cmd`; (stdout, wall seconds, parsed stats file or {})."""
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}: "
@@ -72,8 +72,8 @@ def _run(cmd: list[str], stats: str | None = None) -> tuple[str, float, dict]:
     return proc.stdout.decode(errors="replace"), wall, report
 
 
-def _child_env() -> dict[str, str]:
-    """Guests get no environment (emu is given --clean-env); Python runners keep PATH and co."""
+def _python_env() -> dict[str, str]:
+    """Environment of the Python runners (their guests get none: --clean-env, raw_unicorn's [])."""
     keep = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
     return {k: os.environ[k] for k in keep if k in os.environ}
 
@@ -89,7 +89,7 @@ class Runner:
         if self.name == "native":
             return [program, *args]
         if self.name == "qemu-user":
-            return [f"qemu-{self.arch}", program, *args]
+            return [shutil.which(f"qemu-{self.arch}") or f"qemu-{self.arch}", program, *args]
         if self.name == "raw-unicorn":
             return [sys.executable, RAW_UNICORN, "--stats", self.stats, program, *args]
         return [sys.executable, "-m", "emu", "run", "--clean-env", "--stats", self.stats,
@@ -98,7 +98,9 @@ class Runner:
     def measure(self, program: str, args: list[str]) -> tuple[str, float, dict]:
         """(stdout, seconds, stats report) of one run."""
         in_process = self.name in ("raw-unicorn", "emu")
-        out, wall, report = _run(self.command(program, args), self.stats if in_process else None)
+        env = _python_env() if in_process else {}          # native and qemu guests: empty env
+        out, wall, report = _run(self.command(program, args), env,
+                                 self.stats if in_process else None)
         if self.name == "emu":
             report["process_seconds"] = wall
             return out, report["host"]["wall_seconds"], report
@@ -189,6 +191,11 @@ def machine_info() -> dict[str, str]:
             "python": platform.python_version(), "unicorn": unicorn.__version__, "qemu": qemu}
 
 
+def _num(value: float, width: int, spec: str) -> str:
+    """`value` formatted, or n/a when ITERS is too small for a net figure."""
+    return f"{value:{width}{spec}}" if value == value else f"{'n/a':>{width}}"
+
+
 def print_report(info: dict, iters: int, runs: int, results: list[dict]) -> None:
     """The human-readable table."""
     print(f"date {info['date']}   cpu {info['cpu']}")
@@ -201,15 +208,24 @@ def print_report(info: dict, iters: int, runs: int, results: list[dict]) -> None
         print(f"   {'runner':<12} {'time':>8} {'start-up':>9} {'net':>8} {'MIPS':>8} {'net MIPS':>9}")
         for name, rec in res["runners"].items():
             print(f"   {name:<12} {rec['seconds']:8.3f} {rec['startup_seconds']:9.3f} "
-                  f"{rec['net_seconds']:8.3f} {rec['mips']:8.0f} {rec['net_mips']:9.0f}")
+                  f"{rec['net_seconds']:8.3f} {rec['mips']:8.0f} {_num(rec['net_mips'], 9, '.0f')}")
         for other, ratio in res["ratios"].items():
-            line = f"   emu/{other:<12} speed {ratio['net']:5.2f}x net  ({ratio['raw']:.2f}x raw)"
+            line = f"   emu/{other:<12} speed {_num(ratio['net'], 5, '.2f')}x net  ({ratio['raw']:.2f}x raw)"
             if res["program"] in TARGET_PROGRAMS.get(other, ()):
                 goal = TARGETS[other]
                 line += f"   target >= {goal}x: {'met' if ratio['net'] >= goal else 'NOT met'}"
             print(line)
         print(f"   (emu's Python start-up and imports, outside host.wall_seconds: "
               f"{res['emu_python_startup_seconds']:.3f} s)\n")
+
+
+def _no_nan(value):
+    """`value` with NaN (no net figure) replaced by None, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     print_report(info, opts.iters, opts.runs, results)
     if opts.json:
         with open(opts.json, "w") as f:
-            json.dump({"machine": info, "iters": opts.iters, "runs": opts.runs,
-                       "results": results}, f, indent=2)
+            json.dump(_no_nan({"machine": info, "iters": opts.iters, "runs": opts.runs,
+                               "results": results}), f, indent=2)
             f.write("\n")
     return 0
 

@@ -17,7 +17,7 @@ from unicorn import x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from emu.cpu.arch import ArchSpec
-from emu.cpu.fastpath import FastPath, lib
+from emu.cpu.fastpath import FastPath, ffi, lib
 
 CodeReader = Callable[[int, int], bytes]
 """(vaddr, size) -> the guest code bytes there (pages the CPU just translated)."""
@@ -26,6 +26,7 @@ ACCESS_READ = lib.FP_ACCESS_READ
 ACCESS_WRITE = lib.FP_ACCESS_WRITE
 ACCESS_FETCH = lib.FP_ACCESS_FETCH
 
+_NEVER = 0xFFFF_FFFF_FFFF_FFFF
 _A64_EXCP_SWI = 2          # QEMU's EXCP_SWI: svc
 _A64_EXCP_BKPT = 7         # brk
 
@@ -113,8 +114,8 @@ class CpuEngine:
         """Execute from `pc` until the kernel is needed; returns why execution stopped."""
         st = self.fastpath.state
         st.stop_reason = lib.FP_STOP_NONE
-        st.insn_limit = insn_limit
-        st.deadline = deadline
+        st.insn_stop = insn_limit or _NEVER
+        st.cycle_stop = deadline or _NEVER
         self._pending = None
         error: unicorn.UcError | None = None
         try:
@@ -148,11 +149,12 @@ class CpuEngine:
     def _uncount_unretired(self, pc: int) -> None:
         """Take back the instructions of the current block from `pc` on (they did not retire)."""
         st = self.fastpath.state
-        start, size = st.block_pc, st.block_size
-        if not start <= pc < start + size:
+        block = st.last_block
+        if block == ffi.NULL or not block.pc <= pc < block.pc + block.size:
             return
+        start = block.pc
         retired = sum(1 for _ in self._cs.disasm_lite(self.read_code(start, pc - start), start))
-        unretired = st.block_icount - retired
+        unretired = block.icount - retired
         st.instructions -= unretired
         st.cycles -= unretired
 

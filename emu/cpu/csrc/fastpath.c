@@ -9,7 +9,9 @@
  *  - a page table maps a virtual page number to at most one PTE;
  *  - the fill hook never changes a page table: a miss only records the fault;
  *  - a block's cost is computed once (by Python, with capstone) and cached
- *    until fp_blocks_clear. */
+ *    until fp_blocks_clear;
+ *  - last_block points at a copy of the executing block's cost, valid until
+ *    the next block starts (a recent-cache slot is only rewritten on entry). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,12 +108,12 @@ uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi,
     return n;
 }
 
-/* ---- block cost cache (per engine): key = (pc, size) ---- */
+/* ---- block cost cache (per engine): key = (pc, size) ----
+ * A direct-mapped array of recent blocks answers almost every lookup with one
+ * compare; behind it an open-addressing table keeps every block seen. */
 
-typedef struct { uint64_t pc; uint32_t size, icount, cycles; } block_entry;
-
-static block_entry *block_slot(fp_state *st, uint64_t pc, uint32_t size) {
-    block_entry *slots = st->blocks;
+static fp_block *block_slot(fp_state *st, uint64_t pc, uint32_t size) {
+    fp_block *slots = st->blocks;
     uint64_t mask = st->blocks_cap - 1, i = hash64(pc ^ ((uint64_t)size << 48)) & mask;
     while (slots[i].size && !(slots[i].pc == pc && slots[i].size == size)) i = (i + 1) & mask;
     return &slots[i];
@@ -120,7 +122,7 @@ static block_entry *block_slot(fp_state *st, uint64_t pc, uint32_t size) {
 static int blocks_reserve(fp_state *st) {
     if (st->blocks && (st->blocks_count + 1) * 2 <= st->blocks_cap) return 0;
     uint64_t oldcap = st->blocks_cap;
-    block_entry *old = st->blocks, *fresh = calloc(oldcap ? oldcap * 2 : 4096, sizeof(block_entry));
+    fp_block *old = st->blocks, *fresh = calloc(oldcap ? oldcap * 2 : 4096, sizeof(fp_block));
     if (!fresh) return -1;
     st->blocks = fresh;
     st->blocks_cap = oldcap ? oldcap * 2 : 4096;
@@ -130,10 +132,16 @@ static int blocks_reserve(fp_state *st) {
     return 0;
 }
 
+static inline fp_block *recent_slot(fp_state *st, uint64_t pc) {
+    return &st->recent[(pc ^ (pc >> 10)) & (FP_RECENT_BLOCKS - 1)];
+}
+
 /* Forget every cached block cost (code changed or was unmapped). */
 void fp_blocks_clear(fp_state *st) {
-    if (st->blocks) memset(st->blocks, 0, st->blocks_cap * sizeof(block_entry));
+    if (st->blocks) memset(st->blocks, 0, st->blocks_cap * sizeof(fp_block));
+    memset(st->recent, 0, sizeof st->recent);
     st->blocks_count = 0;
+    st->last_block = NULL;
 }
 
 /* Free the engine-private memory of a state (before the state itself). */
@@ -179,26 +187,37 @@ static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access,
     return false;
 }
 
-static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
-    fp_state *st = user;
-    block_entry *b = st->blocks ? block_slot(st, pc, size) : NULL, scratch;
+/* First execution of a block since the recent cache lost it: find or cost it. */
+__attribute__((noinline)) static fp_block *block_miss(fp_state *st, uint64_t pc, uint32_t size) {
+    fp_block *recent = recent_slot(st, pc);
+    fp_block *b = st->blocks ? block_slot(st, pc, size) : NULL;
     if (!b || !b->size) {
         uint32_t icount = 0, cycles = 0;
         fp_cost_block(st->cost_handle, pc, size, &icount, &cycles);
         st->block_misses++;
-        b = blocks_reserve(st) == 0 ? block_slot(st, pc, size) : &scratch;
-        if (b != &scratch) st->blocks_count++;
-        b->pc = pc; b->size = size; b->icount = icount; b->cycles = cycles;
+        if (blocks_reserve(st) == 0) {
+            b = block_slot(st, pc, size);
+            b->pc = pc; b->size = size; b->icount = icount; b->cycles = cycles;
+            st->blocks_count++;
+        } else {            /* out of memory: cost it again next time */
+            recent->pc = pc; recent->size = size; recent->icount = icount; recent->cycles = cycles;
+            return recent;
+        }
     }
-    st->block_pc = pc;
-    st->block_icount = b->icount;
-    st->block_size = size;
+    *recent = *b;
+    return recent;
+}
+
+static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
+    fp_state *st = user;
+    fp_block *b = recent_slot(st, pc);
+    if (__builtin_expect(b->pc != pc || b->size != size, 0)) b = block_miss(st, pc, size);
+    st->last_block = b;
     st->instructions += b->icount;
     st->cycles += b->cycles;
-    if (st->stop_reason == FP_STOP_NONE) {
-        if (st->insn_limit && st->instructions >= st->insn_limit) st->stop_reason = FP_STOP_INSN_LIMIT;
-        else if (st->deadline && st->cycles >= st->deadline) st->stop_reason = FP_STOP_DEADLINE;
-        else return;
+    if (__builtin_expect(st->instructions >= st->insn_stop || st->cycles >= st->cycle_stop, 0)
+            && st->stop_reason == FP_STOP_NONE) {
+        st->stop_reason = st->instructions >= st->insn_stop ? FP_STOP_INSN_LIMIT : FP_STOP_DEADLINE;
         ((uc_emu_stop_fn)st->emu_stop)(uc);
     }
 }

@@ -13,7 +13,7 @@
 #define FP_STOP_NONE        0
 #define FP_STOP_FAULT       1   /* TLB miss the fast path could not resolve */
 #define FP_STOP_INSN_LIMIT  2   /* --max-instructions reached */
-#define FP_STOP_DEADLINE    3   /* simulated-clock deadline reached */
+#define FP_STOP_DEADLINE    3   /* simulated-clock deadline (cycle_stop) reached */
 
 /* Access types as passed by Unicorn's TLB-fill hook. */
 #define FP_ACCESS_READ  16
@@ -21,6 +21,14 @@
 #define FP_ACCESS_FETCH 18
 
 typedef struct fp_pagetable fp_pagetable;
+
+/* Cost of one translated block, computed once (by Python, with capstone). */
+typedef struct fp_block {
+    uint64_t pc;
+    uint32_t size, icount, cycles;
+} fp_block;
+
+#define FP_RECENT_BLOCKS 1024   /* direct-mapped cache in front of the block table */
 
 typedef struct fp_state {
     fp_pagetable *pt;           /* page table of the running address space */
@@ -30,16 +38,15 @@ typedef struct fp_state {
     int fault_access;           /* FP_ACCESS_* of the last refused fill */
     int stop_reason;            /* FP_STOP_* */
     uint64_t instructions;      /* instructions of executed blocks (block entry) */
-    uint64_t insn_limit;        /* stop once instructions >= insn_limit; 0 = none */
+    uint64_t insn_stop;         /* stop once instructions >= insn_stop (UINT64_MAX: never) */
     uint64_t cycles;            /* simulated cycles charged by executed blocks */
-    uint64_t deadline;          /* stop once cycles >= deadline; 0 = none */
-    uint64_t block_pc;          /* start of the block executing now */
-    uint32_t block_icount;      /* its instruction count */
-    uint32_t block_size;        /* and its size in bytes */
+    uint64_t cycle_stop;        /* stop once cycles >= cycle_stop (UINT64_MAX: never) */
+    const fp_block *last_block; /* the block executing now (valid until the next block) */
     uint64_t block_misses;      /* blocks costed by Python (first execution) */
     /* private to the C side: */
-    void *blocks;               /* block cost cache */
+    fp_block *blocks;           /* block cost table (open addressing) */
     uint64_t blocks_cap, blocks_count;
+    fp_block recent[FP_RECENT_BLOCKS];
     void *emu_stop;             /* uc_emu_stop, resolved at run time */
     void *cost_handle;          /* Python object that costs new blocks */
 } fp_state;
