@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--uid", type=_nonnegative, default=0, metavar="N",
                      help="user and group id of the guest (default 0, root)")
     run.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE")
+    run.add_argument("--events", metavar="FILE",
+                     help="write every kernel event (state changes, faults, pulses, switches) "
+                     "as JSON lines to FILE")
+    run.add_argument("--profile", metavar="FILE",
+                     help="machine profile (TOML) with the cycle cost of every event "
+                     "(default: emu/profiles/default.toml)")
+    run.add_argument("--mm-threads", type=_nonnegative, default=1, metavar="N",
+                     help="procnto memory-manager server threads (default 1)")
     run.add_argument("--max-instructions", type=_nonnegative, default=0, metavar="N",
                      help="stop the guest (SIGXCPU) after about N instructions (default: no limit)")
     run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
@@ -80,17 +88,19 @@ def _guest_env(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emu.machine import run_program
+    from emu.machine import open_events, run_program
 
     config = RunConfig(program=args.program, args=tuple(args.args), arch=args.arch,
                        ram_bytes=args.ram, root=args.root, uid=args.uid,
-                       max_instructions=args.max_instructions, env=_guest_env(args))
+                       max_instructions=args.max_instructions, env=_guest_env(args),
+                       profile=args.profile, mm_threads=args.mm_threads)
     if args.stats:
         try:
             open(args.stats, "a").close()
         except OSError as exc:
             raise EmuError(f"cannot write stats file {args.stats}: {exc.strerror}") from None
-    result = run_program(config)
+    with open_events(args.events) as events:
+        result = run_program(config, events)
     if args.stats:
         with open(args.stats, "w") as f:
             json.dump(result.report, f, indent=2)

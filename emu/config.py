@@ -31,3 +31,5 @@ class RunConfig:
     uid: int = 0
     max_instructions: int = 0                # 0: no limit
     env: tuple[str, ...] = field(default_factory=tuple)
+    profile: str | None = None               # machine profile file (None: the bundled default)
+    mm_threads: int = 1                      # procnto memory-manager server threads

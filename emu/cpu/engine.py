@@ -10,14 +10,15 @@ import enum
 from dataclasses import dataclass
 from typing import Callable
 
-import capstone
 import unicorn
 from unicorn import arm64_const as a64
 from unicorn import x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from emu.cpu.arch import ArchSpec
+from emu.cpu.costs import BlockCoster
 from emu.cpu.fastpath import FastPath, ffi, lib
+from emu.profile import InstructionCosts
 
 CodeReader = Callable[[int, int], bytes]
 """(vaddr, size) -> the guest code bytes there (pages the CPU just translated)."""
@@ -59,15 +60,17 @@ class CpuEngine:
     """Runs one guest architecture's code with emulator-owned translation."""
 
     def __init__(self, spec: ArchSpec, ram_host_address: int, ram_size: int,
-                 read_code: CodeReader) -> None:
+                 read_code: CodeReader, costs: InstructionCosts, tlb_fill_cost: int) -> None:
         """Create the engine, map RAM at physical 0 and attach the fast path.
 
-        `read_code` fetches guest code for costing blocks the first time they run.
+        `read_code` fetches guest code for costing blocks the first time they run;
+        `costs` prices instructions and `tlb_fill_cost` each fast-path refill.
         """
         self.spec = spec
         self.read_code = read_code
-        self._cs = capstone.Cs(spec.cs_arch, spec.cs_mode)
+        self._coster = BlockCoster(spec, costs)
         self.fastpath = fastpath = FastPath(self._cost_block)
+        fastpath.state.tlb_fill_cost = tlb_fill_cost
         uc = unicorn.Uc(spec.uc_arch, spec.uc_mode)
         uc.ctl_set_cpu_model(spec.cpu_model)
         if spec.name == "aarch64":
@@ -89,8 +92,7 @@ class CpuEngine:
 
     def _cost_block(self, pc: int, size: int) -> tuple[int, int]:
         """(instructions, cycles) of a block executing for the first time."""
-        n = self.count_instructions(self.read_code(pc, size), pc)
-        return n, n
+        return self._coster.cost(self.read_code(pc, size), pc)
 
     # ---- hooks (Python, called only for kernel entries) ----
 
@@ -152,21 +154,25 @@ class CpuEngine:
         block = st.last_block
         if block == ffi.NULL or not block.pc <= pc < block.pc + block.size:
             return
-        start = block.pc
-        retired = sum(1 for _ in self._cs.disasm_lite(self.read_code(start, pc - start), start))
-        unretired = block.icount - retired
-        st.instructions -= unretired
-        st.cycles -= unretired
-
-    def count_instructions(self, code: bytes, address: int) -> int:
-        """Number of instructions capstone decodes in `code` (undecodable tail counts as one)."""
-        n = end = 0
-        for insn_addr, insn_size, _, _ in self._cs.disasm_lite(code, address):
-            n += 1
-            end = insn_addr + insn_size - address
-        return n + (1 if end < len(code) else 0)
+        retired, retired_cycles = self._coster.cost(self.read_code(block.pc, pc - block.pc), block.pc)
+        st.instructions -= block.icount - retired
+        st.cycles -= block.cycles - retired_cycles
 
     # ---- registers and context ----
+
+    @property
+    def cycles(self) -> int:
+        """The simulated clock: cycles charged so far (guest blocks, TLB fills, kernel work)."""
+        return self.fastpath.state.cycles
+
+    def charge(self, cycles: int) -> None:
+        """Advance the simulated clock by `cycles` of non-guest work (or idle time)."""
+        self.fastpath.state.cycles += cycles
+
+    @property
+    def instructions(self) -> int:
+        """Guest instructions retired so far."""
+        return self.fastpath.state.instructions
 
     @property
     def pc(self) -> int:

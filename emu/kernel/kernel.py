@@ -1,9 +1,12 @@
-"""The kernel's run loop: run a thread on the CPU, then handle why it stopped.
+"""The kernel's run loop: pick a thread, run it, then handle why it stopped.
 
-A stop is a system call, a fault the fast path could not resolve, a CPU
-exception or a limit. Faults go through `resolve_fault` (decision) and the
-pager (work); for now the pager runs synchronously on the faulting thread's
-behalf — the procnto server thread replaces that with a deferred path.
+Guest threads run on the CPU engine until a system call, a fault the fast
+path could not resolve, a CPU exception, or the next scheduling deadline
+(end of the time slice or the next timer). Kernel threads (procnto's
+memory-manager servers) run their Python body when dispatched. The simulated
+clock is the fast path's cycle counter: guest blocks, TLB fills and every
+piece of kernel work are charged to it, and it jumps forward when every
+thread is blocked waiting for a timer or the device.
 """
 from __future__ import annotations
 
@@ -12,69 +15,143 @@ import signal
 import sys
 
 from emu.cpu.engine import CpuEngine, Stop, StopKind
+from emu.kernel.device import BlockDevice
+from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
+from emu.kernel.sched import Scheduler
 from emu.kernel.syscalls import SyscallContext, SyscallTable
+from emu.kernel.timers import TimerQueue
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import SI_CODE_NAMES, Access, Outcome, resolve_fault
+from emu.mm.fault import SI_CODE_NAMES, Access, FaultCause, Outcome, resolve_fault
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
+from emu.profile import Profile
+from emu.servers.procnto import FaultJob, MemoryManager
+from emu.trace.events import EventBus, EventKind
 from emu.trace.stats import RunStats, signal_name
 
 _STOP_SIGNALS = {StopKind.ILLEGAL: signal.SIGILL, StopKind.BREAKPOINT: signal.SIGTRAP,
                  StopKind.ARITHMETIC: signal.SIGFPE, StopKind.CPU_ERROR: signal.SIGSEGV}
+PROCNTO_PID = 1
 
 
 class Kernel:
-    """Processes, threads and the loop that runs them on one CPU."""
+    """Processes, threads, the scheduler and the loop that runs them on one CPU."""
 
     def __init__(self, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
-                 root: GuestRoot, stats: RunStats, insn_limit: int = 0, seed: int = 0) -> None:
-        """A kernel with no processes yet."""
+                 root: GuestRoot, profile: Profile, bus: EventBus, stats: RunStats,
+                 insn_limit: int = 0, mm_threads: int = 1, seed: int = 0) -> None:
+        """A kernel with procnto (pid 1) and its memory-manager threads, and no guest yet."""
         self.engine = engine
         self.ram = ram
         self.frames = frames
-        self.pager = Pager(ram, frames)
         self.root = root
+        self.profile = profile
+        self.costs = profile.kernel
+        self.bus = bus
         self.stats = stats
         self.insn_limit = insn_limit
+        self.pager = Pager(ram, frames)
+        self.timers = TimerQueue()
+        self.device = BlockDevice(profile.cycles(profile.read_page_ns),
+                                  profile.cycles(profile.write_page_ns))
+        self.sched = Scheduler(bus, lambda: engine.cycles, profile.time_slice)
+        self.futexes = FutexTable(self.sched)
         self.syscalls = SyscallTable.for_arch(engine.spec.name)
         self.processes: list[Process] = []
-        self.current: Thread | None = None
-        self._next_id = 1
+        self._next_id = PROCNTO_PID
         self._random = random.Random(seed)
+        self._loaded: Thread | None = None      # guest thread whose registers are in the engine
+        self._last_run: Thread | None = None
+        self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
+                                lambda: engine.cycles, engine.charge, stats.count_fault,
+                                self._fault_signal)
+        self.procnto = self._new_process(engine.spec.name, "procnto")
+        for i in range(mm_threads):
+            server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
+                            priority=profile.default_priority,
+                            base_priority=profile.default_priority, body=self.mm.body,
+                            name=f"procnto-mm{i}")
+            self.procnto.threads.append(server)
+            self.sched.admit_blocked(server, ThreadState.RECEIVE)
+            self.mm.channel.receivers.append(server)
 
-    # ---- process creation ----
-
-    def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int) -> Process:
-        """Create a process running `image` with one thread at its entry point."""
-        pid = self._allocate_id()
-        space = AddressSpace(self.frames, self._on_translations_removed)
-        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.fault_in(s, va, acc))
-        exe = self.root.guest_path_of(image.path) or image.path
-        proc = Process(pid=pid, arch=image.arch, space=space, mem=mem, root=self.root,
-                       exe_path=exe, uid=uid, gid=uid)
-        map_image(space, image)
-        space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
-                             Share.PRIVATE, AnonymousMemory(), 0, "[stack]"))
-        who = ProcessIdentity(uid=uid, gid=uid, hwcap=self.engine.spec.hwcap,
-                              platform=self.engine.spec.platform)
-        sp = build_initial_stack(mem, STACK_TOP, image, argv, envp, exe, who)
-        thread = Thread(tid=pid, process=proc, pc=image.entry)
-        thread.context = self._initial_context(sp)
-        proc.threads.append(thread)
-        self.processes.append(proc)
-        return proc
+    # ---- processes and threads ----
 
     def _allocate_id(self) -> int:
         ident, self._next_id = self._next_id, self._next_id + 1
         return ident
 
-    def _initial_context(self, sp: int) -> object:
+    def _new_process(self, arch: str, exe: str, uid: int = 0) -> Process:
+        space = AddressSpace(self.frames, self._on_translations_removed)
+        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.fault_in(s, va, acc))
+        proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
+                       exe_path=exe, uid=uid, gid=uid)
+        self.processes.append(proc)
+        return proc
+
+    def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int) -> Process:
+        """Create a process running `image` with one thread at its entry point."""
+        exe = self.root.guest_path_of(image.path) or image.path
+        proc = self._new_process(image.arch, exe, uid)
+        map_image(proc.space, image)
+        proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
+                                  Share.PRIVATE, AnonymousMemory(), 0, "[stack]"))
+        who = ProcessIdentity(uid=uid, gid=uid, hwcap=self.engine.spec.hwcap,
+                              platform=self.engine.spec.platform)
+        sp = build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, exe, who)
+        prio = self.profile.default_priority
+        thread = Thread(tid=proc.pid, process=proc, pc=image.entry, priority=prio,
+                        base_priority=prio, context=self._fresh_context(sp), name="main")
+        self.add_thread(thread)
+        return proc
+
+    def add_thread(self, thread: Thread) -> None:
+        """Register a new guest thread and make it READY."""
+        thread.process.threads.append(thread)
+        self.sched.admit(thread)
+
+    def clone_thread(self, parent: Thread, stack: int, tls: int | None) -> Thread:
+        """A new thread of `parent`'s process continuing from the same syscall with result 0."""
+        engine = self.engine
+        saved = engine.save_context()
+        engine.set_syscall_result(0)
+        if stack:
+            engine.reg_write(engine.spec.sp, stack)
+        if tls is not None:
+            engine.reg_write(engine.spec.tls, tls)
+        context = engine.save_context()
+        engine.restore_context(saved)
+        child = Thread(tid=self._allocate_id(), process=parent.process, pc=engine.pc,
+                       context=context, priority=parent.base_priority,
+                       base_priority=parent.base_priority, policy=parent.policy,
+                       name=f"thread{len(parent.process.threads)}")
+        self.add_thread(child)
+        return child
+
+    def find_thread(self, tid: int) -> Thread | None:
+        """The live guest thread with id `tid`."""
+        for proc in self.processes:
+            for thread in proc.threads:
+                if thread.tid == tid and thread.state is not ThreadState.DEAD:
+                    return thread
+        return None
+
+    def futex_wake(self, proc: Process, addr: int, count: int) -> int:
+        """Wake up to `count` threads waiting on `proc`'s futex word at `addr`."""
+        return self.futexes.wake(FutexTable.key(proc, addr), count)
+
+    def sleep_until(self, thread: Thread, when: int) -> None:
+        """Block the running `thread` in NANOSLEEP until the clock reaches `when` (result 0)."""
+        token = self.sched.block(thread, ThreadState.NANOSLEEP)
+        self.timers.at(when, lambda: self.sched.wake(thread, token, 0))
+
+    def _fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""
         engine = self.engine
         saved = engine.save_context()
@@ -88,33 +165,57 @@ class Kernel:
     # ---- the loop ----
 
     def run(self) -> None:
-        """Run until no thread is left."""
-        while (thread := self._pick()) is not None:
+        """Run until every guest process has ended."""
+        while any(p.alive for p in self.processes if p is not self.procnto):
+            self.timers.fire_due(self.engine.cycles)
+            thread = self.sched.dispatch()
+            if thread is None:
+                due = self.timers.next_due()
+                if due is None:
+                    self._deadlock()
+                    break
+                self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
+                continue
             self._switch_to(thread)
-            stop = self.engine.run(thread.pc, insn_limit=self.insn_limit)
-            thread.pc = stop.pc
-            self._handle_stop(thread, stop)
+            start = self.engine.cycles
+            if thread.body is not None:
+                thread.body(thread)
+            else:
+                self._run_guest(thread)
+            self.sched.slice_used(thread, self.engine.cycles - start)
 
-    def _pick(self) -> Thread | None:
-        for proc in self.processes:
-            for thread in proc.threads:
-                if thread.state in (ThreadState.READY, ThreadState.RUNNING):
-                    return thread
-        return None
+    def _run_guest(self, thread: Thread) -> None:
+        deadline = self.engine.cycles + max(thread.slice_left, 1)
+        due = self.timers.next_due()
+        if due is not None:
+            deadline = min(deadline, max(due, self.engine.cycles + 1))
+        stop = self.engine.run(thread.pc, insn_limit=self.insn_limit, deadline=deadline)
+        thread.pc = stop.pc
+        self._handle_stop(thread, stop)
 
     def _switch_to(self, thread: Thread) -> None:
-        previous = self.current
-        if previous is thread:
+        """Load `thread`'s registers and address space, charging a context switch."""
+        if thread is not self._last_run:
+            prev = self._last_run
+            self.engine.charge(self.costs.context_switch)
+            self.bus.emit(self.engine.cycles, EventKind.SWITCH, thread.process.pid, thread.tid,
+                          from_pid=prev.process.pid if prev else None,
+                          from_tid=prev.tid if prev else None)
+            self._last_run = thread
+        if thread.body is not None:
             return
-        if previous is not None and previous.state is not ThreadState.DEAD:
-            previous.context = self.engine.save_context()
-            previous.set_state(ThreadState.READY)
-        self.engine.restore_context(thread.context)
-        if previous is None or previous.process is not thread.process:
-            self.engine.fastpath.set_page_table(thread.process.space.page_table.handle)
-            self.engine.flush_tlb()
-        thread.set_state(ThreadState.RUNNING)
-        self.current = thread
+        loaded = self._loaded
+        if loaded is not thread:
+            if loaded is not None and loaded.state is not ThreadState.DEAD:
+                loaded.context = self.engine.save_context()
+            self.engine.restore_context(thread.context)
+            if loaded is None or loaded.process is not thread.process:
+                self.engine.fastpath.set_page_table(thread.process.space.page_table.handle)
+                self.engine.flush_tlb()
+            self._loaded = thread
+        if thread.pending_result is not None:
+            self.engine.set_syscall_result(thread.pending_result)
+            thread.pending_result = None
 
     def _handle_stop(self, thread: Thread, stop: Stop) -> None:
         if stop.kind is StopKind.SYSCALL:
@@ -130,41 +231,70 @@ class Kernel:
             self.kill(thread.process, _STOP_SIGNALS[stop.kind])
 
     def _syscall(self, thread: Thread) -> None:
+        self.engine.charge(self.costs.syscall)
         nr, args = self.engine.syscall_number_and_args()
         ctx = SyscallContext(proc=thread.process, thread=thread, kernel=self)
         result = self.syscalls.dispatch(ctx, nr, args)
         if result is not None and thread.state is not ThreadState.DEAD:
             self.engine.set_syscall_result(result)
 
+    def _deadlock(self) -> None:
+        blocked = [f"tid {t.tid} {t.state.value}" for p in self.processes if p is not self.procnto
+                   for t in p.live_threads()]
+        print(f"emu: deadlock: every guest thread is blocked ({', '.join(blocked)}); killing",
+              file=sys.stderr)
+        for proc in self.processes:
+            if proc is not self.procnto and proc.alive:
+                self.kill(proc, signal.SIGKILL)
+
     # ---- faults ----
 
     def _user_fault(self, thread: Thread, vaddr: int, access: Access) -> None:
-        """A fault taken by guest code: resolve it, or signal the thread."""
-        proc = thread.process
-        signo, code = self._resolve(proc.space, vaddr, access)
-        if signo:
-            print(f"emu: pid {proc.pid} tid {thread.tid}: {signal_name(signo)} "
-                  f"({SI_CODE_NAMES.get((signo, code), code)}: {access.name.lower()} at "
-                  f"{vaddr:#x}, pc {thread.pc:#x})", file=sys.stderr)
-            self.kill(proc, signo)
+        """The slow path: block the thread in WAITPAGE and pulse the memory manager."""
+        self.engine.charge(self.costs.fault_entry)
+        self.bus.emit(self.engine.cycles, EventKind.FAULT_BEGIN, thread.process.pid, thread.tid,
+                      vaddr=vaddr, access=access.name.lower(), origin="user")
+        token = self.sched.block(thread, ThreadState.WAITPAGE)
+        self.mm.submit(FaultJob(thread, token, thread.process.space, vaddr, access))
 
     def fault_in(self, space: AddressSpace, vaddr: int, access: Access) -> bool:
-        """A fault taken on the kernel's behalf (copy-in/out): True if the page is now there."""
-        signo, _ = self._resolve(space, vaddr, access)
-        return signo == 0
-
-    def _resolve(self, space: AddressSpace, vaddr: int, access: Access) -> tuple[int, int]:
-        """Resolve one fault; returns (signal, si_code), (0, 0) when the access can be retried."""
+        """A fault on the kernel's behalf (copy-in/out), served at once; True if the page is there."""
+        thread = self.sched.current
+        if thread is not None and thread.process.space is space:
+            pid, tid = thread.process.pid, thread.tid
+        else:       # building a new process's stack: no thread of it runs yet
+            pid = next((p.pid for p in self.processes if p.space is space), 0)
+            tid = pid
+        self.engine.charge(self.costs.fault_entry + self.costs.procnto_fault)
+        self.bus.emit(self.engine.cycles, EventKind.FAULT_BEGIN, pid, tid, vaddr=vaddr,
+                      access=access.name.lower(), origin="kernel")
         verdict = resolve_fault(space, vaddr, access)
+        cause, signo = verdict.cause, verdict.signal
         if verdict.outcome is Outcome.NEEDS_PAGER:
             assert verdict.request is not None
+            if cause is FaultCause.PAGE_IN:       # wait for the device in line
+                done = self.device.submit(self.engine.cycles, pages=1, write=False)
+                self.engine.charge(done - self.engine.cycles)
             result = self.pager.service(space, verdict.request)
-            self.stats.count_fault(result.cause)
-            return result.signal, result.si_code
-        self.stats.count_fault(verdict.cause)
-        if verdict.outcome is Outcome.SIGNAL:
-            return verdict.signal, verdict.si_code
-        return 0, 0
+            cause, signo = result.cause, result.signal
+            if not signo:
+                self.engine.charge(self.costs.zero_page if cause is FaultCause.ZERO_FILL
+                                   else self.costs.copy_page)
+        self.stats.count_fault(cause)
+        self.bus.emit(self.engine.cycles, EventKind.FAULT_END, pid, tid, vaddr=vaddr,
+                      cause=cause.value, signal=signo)
+        return signo == 0
+
+    def _fault_signal(self, thread: Thread, signo: int, si_code: int, vaddr: int,
+                      access: Access) -> None:
+        """A fault the memory manager could not resolve: the default action kills the process."""
+        proc = thread.process
+        print(f"emu: pid {proc.pid} tid {thread.tid}: {signal_name(signo)} "
+              f"({SI_CODE_NAMES.get((signo, si_code), si_code)}: {access.name.lower()} at "
+              f"{vaddr:#x}, pc {thread.pc:#x})", file=sys.stderr)
+        self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
+                      code=si_code, vaddr=vaddr)
+        self._end_process(proc, ExitStatus(signal=signo))
 
     def _on_translations_removed(self, code_changed: bool) -> None:
         if code_changed:
@@ -175,13 +305,23 @@ class Kernel:
 
     def kill(self, proc: Process, signo: int) -> None:
         """Terminate `proc` by signal `signo` (its default action)."""
-        self.stats.count_signal(signo)
+        thread = self.sched.current if self.sched.current in proc.threads else proc.threads[0]
+        self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
+                      code=0, vaddr=0)
         self._end_process(proc, ExitStatus(signal=signo))
 
     def exit_thread(self, thread: Thread, code: int) -> None:
-        """End one thread; the process ends with its last thread."""
-        thread.set_state(ThreadState.DEAD)
-        if all(t.state is ThreadState.DEAD for t in thread.process.threads):
+        """End one thread (waking a joiner through its clear-child-tid word); the last ends the process."""
+        if thread.clear_child_tid:
+            try:
+                thread.process.mem.write(thread.clear_child_tid, b"\0\0\0\0")
+                self.futex_wake(thread.process, thread.clear_child_tid, 1)
+            except Exception:  # an unmapped clear-child-tid word is ignored, as Linux does
+                pass
+        self.bus.emit(self.engine.cycles, EventKind.THREAD_EXIT, thread.process.pid, thread.tid,
+                      code=code)
+        self.sched.kill(thread)
+        if not thread.process.live_threads():
             self._end_process(thread.process, ExitStatus(code=code))
 
     def exit_group(self, proc: Process, code: int) -> None:
@@ -193,8 +333,8 @@ class Kernel:
             return
         proc.exit = status
         for thread in proc.threads:
-            if thread.state is not ThreadState.DEAD:
-                thread.set_state(ThreadState.DEAD)
+            self.sched.kill(thread)
+        self.futexes.forget(proc)
         proc.space.release_all()
         proc.fds.close_all()
 
@@ -209,8 +349,8 @@ class Kernel:
         return self.engine.reg_read(self.engine.spec.tls)
 
     def now_ns(self) -> int:
-        """Simulated nanoseconds since boot (1 GHz: one cycle per nanosecond)."""
-        return self.engine.fastpath.state.cycles
+        """Simulated nanoseconds since boot."""
+        return self.profile.nanoseconds(self.engine.cycles)
 
     def random_bytes(self, n: int) -> bytes:
         """Reproducible pseudo-random bytes."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from emu.kernel.files import FdTable
 from emu.kernel.guestfs import GuestRoot
@@ -16,25 +16,52 @@ class ThreadState(enum.Enum):
 
     RUNNING = "RUNNING"
     READY = "READY"
+    WAITPAGE = "WAITPAGE"       # a page fault is being handled by the memory manager
+    RECEIVE = "RECEIVE"         # a server waiting for a message or pulse
+    REPLY = "REPLY"             # waiting for a reply (procnto waiting for the block device)
+    NANOSLEEP = "NANOSLEEP"
+    JOIN = "JOIN"               # futex wait on another thread's exit (pthread_join)
+    MUTEX = "MUTEX"             # any other futex wait (QNX would say MUTEX or CONDVAR)
     DEAD = "DEAD"
 
 
-@dataclass
+BLOCKED_STATES = frozenset({ThreadState.WAITPAGE, ThreadState.RECEIVE, ThreadState.REPLY,
+                            ThreadState.NANOSLEEP, ThreadState.JOIN, ThreadState.MUTEX})
+
+
+class SchedPolicy(enum.IntEnum):
+    """Scheduling policies (Linux numbering); SCHED_OTHER is scheduled round-robin, as in QNX."""
+
+    OTHER = 0
+    FIFO = 1
+    RR = 2
+
+
+@dataclass(eq=False)
 class Thread:
-    """A guest thread: its saved registers and its state."""
+    """A thread: guest code with saved registers, or a kernel server thread with a `body`."""
 
     tid: int
     process: Process
-    pc: int
+    pc: int = 0
     context: Any = None             # the CPU engine's saved registers while not running
     state: ThreadState = ThreadState.READY
-    clear_child_tid: int = 0        # set_tid_address
+    priority: int = 10              # current (possibly inherited) priority
+    base_priority: int = 10
+    policy: SchedPolicy = SchedPolicy.RR
+    slice_left: int = 0             # cycles left of the round-robin time slice
+    wait_token: object | None = None    # set while blocked: woken exactly once
+    pending_result: int | None = None   # syscall result to load when it next runs
+    clear_child_tid: int = 0        # set_tid_address / CLONE_CHILD_CLEARTID
     robust_list: int = 0
+    body: Callable[[Thread], None] | None = None    # kernel thread: runs instead of guest code
+    job: Any = None                 # a server thread's work in progress
+    name: str = ""
 
-    def set_state(self, new: ThreadState) -> None:
-        """Move to `new`; a dead thread never changes state again."""
-        assert self.state is not ThreadState.DEAD, f"thread {self.tid} is dead"
-        self.state = new
+    @property
+    def is_kernel_thread(self) -> bool:
+        """Whether this thread runs Python (a server) rather than guest code."""
+        return self.body is not None
 
 
 @dataclass
@@ -50,9 +77,9 @@ class ExitStatus:
         return 128 + self.signal if self.signal else self.code & 0xFF
 
 
-@dataclass
+@dataclass(eq=False)
 class Process:
-    """A guest process: address space, descriptors, identity and threads."""
+    """A process: address space, descriptors, identity and threads."""
 
     pid: int
     arch: str
@@ -72,3 +99,7 @@ class Process:
     def alive(self) -> bool:
         """Whether the process has not exited."""
         return self.exit is None
+
+    def live_threads(self) -> list[Thread]:
+        """Threads that have not exited."""
+        return [t for t in self.threads if t.state is not ThreadState.DEAD]

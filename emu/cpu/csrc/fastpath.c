@@ -178,6 +178,7 @@ static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access,
         entry->paddr = (pte & FP_PTE_ADDR_MASK) | (vaddr & 0xFFF);
         entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
         st->tlb_fills++;
+        st->cycles += st->tlb_fill_cost;
         return true;
     }
     st->tlb_misses++;

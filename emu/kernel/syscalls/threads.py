@@ -1,0 +1,252 @@
+"""Threads, futexes, scheduling, sleeping and default-action signals."""
+from __future__ import annotations
+
+import errno
+import signal
+import struct
+
+from emu.kernel.futex import FUTEX_BITSET_MATCH_ANY, FutexTable
+from emu.kernel.process import SchedPolicy, Thread, ThreadState
+from emu.kernel.sched import MAX_PRIORITY, MIN_PRIORITY
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.kernel.syscalls.proc import CLOCK_REALTIME, CLOCK_REALTIME_EPOCH_NS
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS = 0x10000, 0x40000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x01000000
+_THREAD_FLAGS = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND
+
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE = 0, 1, 3, 4
+FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
+FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
+TIMER_ABSTIME = 1
+# Signals whose default action is to ignore them (everything else terminates the process).
+_IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT}
+
+
+# ---- threads ----
+
+@syscall("clone")
+def sys_clone(ctx: SyscallContext, flags: int, stack: int, ptid: int, a3: int, a4: int,
+              *_: int) -> int:
+    """Create a thread (the flags glibc's pthread_create uses); processes come with fork."""
+    if flags & _THREAD_FLAGS != _THREAD_FLAGS:
+        return -errno.ENOSYS        # fork-style clone: not yet
+    # the order of the last two arguments differs between the ABIs
+    ctid, tls = (a3, a4) if ctx.arch == "x86_64" else (a4, a3)
+    child = ctx.kernel.clone_thread(ctx.thread, stack, tls if flags & CLONE_SETTLS else None)
+    if flags & CLONE_PARENT_SETTID:
+        ctx.mem.write(ptid, struct.pack("<i", child.tid))
+    if flags & CLONE_CHILD_SETTID:
+        ctx.mem.write(ctid, struct.pack("<i", child.tid))
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = ctid
+    return child.tid
+
+
+@syscall("clone3")
+def sys_clone3(ctx: SyscallContext, *_: int) -> int:
+    """Not offered: glibc falls back to clone."""
+    return -errno.ENOSYS
+
+
+def _read_timespec(ctx: SyscallContext, addr: int) -> int:
+    sec, nsec = struct.unpack("<qq", ctx.mem.read(addr, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise OSError(errno.EINVAL, "bad timespec")
+    return sec * 1_000_000_000 + nsec
+
+
+@syscall("futex")
+def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, uaddr2: int,
+              val3: int) -> int | None:
+    """WAIT, WAKE, their BITSET forms and (CMP_)REQUEUE, private or not."""
+    cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+    table = ctx.kernel.futexes
+    key = FutexTable.key(ctx.proc, uaddr)
+    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+        bitset = val3 & 0xFFFFFFFF if cmd == FUTEX_WAKE_BITSET else FUTEX_BITSET_MATCH_ANY
+        if bitset == 0:
+            return -errno.EINVAL
+        return table.wake(key, to_int32(val) if to_int32(val) > 0 else 0, bitset)
+    if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
+        if cmd == FUTEX_CMP_REQUEUE and struct.unpack("<I", ctx.mem.read(uaddr, 4))[0] != val3 & 0xFFFFFFFF:
+            return -errno.EAGAIN
+        return table.requeue(key, FutexTable.key(ctx.proc, uaddr2), to_int32(val),
+                             to_int32(timeout))
+    if cmd not in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+        return -errno.ENOSYS
+    bitset = val3 & 0xFFFFFFFF if cmd == FUTEX_WAIT_BITSET else FUTEX_BITSET_MATCH_ANY
+    if bitset == 0 or uaddr % 4:
+        return -errno.EINVAL
+    if struct.unpack("<I", ctx.mem.read(uaddr, 4))[0] != val & 0xFFFFFFFF:
+        return -errno.EAGAIN
+    kernel = ctx.kernel
+    deadline = None
+    if timeout:
+        ns = _read_timespec(ctx, timeout)
+        if cmd == FUTEX_WAIT:                       # relative
+            deadline = kernel.now_ns() + ns
+        else:                                       # absolute, MONOTONIC or REALTIME
+            deadline = ns - (CLOCK_REALTIME_EPOCH_NS if op & FUTEX_CLOCK_REALTIME else 0)
+        if deadline <= kernel.now_ns():
+            return -errno.ETIMEDOUT
+    state = ThreadState.JOIN if _is_join(ctx, uaddr) else ThreadState.MUTEX
+    waiter = table.wait(ctx.thread, key, bitset, state)
+    if deadline is not None:
+        waiter.timer = kernel.timers.at(kernel.profile.cycles(deadline),
+                                        lambda: table.time_out(waiter))
+    return None
+
+
+def _is_join(ctx: SyscallContext, uaddr: int) -> bool:
+    """A wait on another thread's clear-child-tid word is a join."""
+    return any(t.clear_child_tid == uaddr for t in ctx.proc.live_threads() if t is not ctx.thread)
+
+
+# ---- sleeping ----
+
+@syscall("nanosleep")
+def sys_nanosleep(ctx: SyscallContext, req: int, rem: int, *_: int) -> int | None:
+    """Sleep for a relative time on the simulated clock."""
+    ns = _read_timespec(ctx, req)
+    kernel = ctx.kernel
+    kernel.sleep_until(ctx.thread, kernel.profile.cycles(kernel.now_ns() + ns))
+    return None
+
+
+@syscall("clock_nanosleep")
+def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int, rem: int,
+                        *_: int) -> int | None:
+    """Sleep for a relative time, or until an absolute one (TIMER_ABSTIME)."""
+    ns = _read_timespec(ctx, req)
+    kernel = ctx.kernel
+    if flags & TIMER_ABSTIME:
+        target = ns - (CLOCK_REALTIME_EPOCH_NS if to_int32(clock_id) == CLOCK_REALTIME else 0)
+    else:
+        target = kernel.now_ns() + ns
+    if target <= kernel.now_ns():
+        return 0
+    kernel.sleep_until(ctx.thread, kernel.profile.cycles(target))
+    return None
+
+
+# ---- scheduling ----
+
+def _target(ctx: SyscallContext, pid: int) -> Thread:
+    pid = to_int32(pid)
+    if pid < 0:
+        raise OSError(errno.EINVAL, "negative pid")
+    if pid == 0:
+        return ctx.thread
+    thread = ctx.kernel.find_thread(pid)
+    if thread is None:
+        raise OSError(errno.ESRCH, "no such thread")
+    return thread
+
+
+def _apply(ctx: SyscallContext, thread: Thread, policy: SchedPolicy, priority: int) -> int:
+    if policy is SchedPolicy.OTHER:
+        if priority != 0:
+            return -errno.EINVAL
+        priority = ctx.kernel.profile.default_priority
+    elif not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        return -errno.EINVAL
+    thread.policy = policy
+    thread.base_priority = priority
+    ctx.kernel.sched.set_priority(thread, priority)
+    return 0
+
+
+def _policy(value: int) -> SchedPolicy:
+    try:
+        return SchedPolicy(to_int32(value))
+    except ValueError:
+        raise OSError(errno.EINVAL, "unknown policy") from None
+
+
+@syscall("sched_setscheduler")
+def sys_sched_setscheduler(ctx: SyscallContext, pid: int, policy: int, param: int, *_: int) -> int:
+    """Set a thread's policy and priority (1-255 for FIFO and RR, as QNX allows)."""
+    thread = _target(ctx, pid)
+    prio = struct.unpack("<i", ctx.mem.read(param, 4))[0]
+    return _apply(ctx, thread, _policy(policy), prio)
+
+
+@syscall("sched_setparam")
+def sys_sched_setparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> int:
+    """Set a thread's priority, keeping its policy."""
+    thread = _target(ctx, pid)
+    prio = struct.unpack("<i", ctx.mem.read(param, 4))[0]
+    return _apply(ctx, thread, thread.policy, prio)
+
+
+@syscall("sched_getscheduler")
+def sys_sched_getscheduler(ctx: SyscallContext, pid: int, *_: int) -> int:
+    """A thread's policy."""
+    return int(_target(ctx, pid).policy)
+
+
+@syscall("sched_getparam")
+def sys_sched_getparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> int:
+    """A thread's (base) priority."""
+    ctx.mem.write(param, struct.pack("<i", _target(ctx, pid).base_priority))
+    return 0
+
+
+@syscall("sched_get_priority_max")
+def sys_sched_get_priority_max(ctx: SyscallContext, policy: int, *_: int) -> int:
+    """255 for FIFO and RR; 0 for OTHER (as Linux reports)."""
+    return 0 if _policy(policy) is SchedPolicy.OTHER else MAX_PRIORITY
+
+
+@syscall("sched_get_priority_min")
+def sys_sched_get_priority_min(ctx: SyscallContext, policy: int, *_: int) -> int:
+    """1 for FIFO and RR; 0 for OTHER."""
+    return 0 if _policy(policy) is SchedPolicy.OTHER else MIN_PRIORITY
+
+
+@syscall("sched_yield")
+def sys_sched_yield(ctx: SyscallContext, *_: int) -> int:
+    """Go to the end of the ready queue of one's priority."""
+    ctx.kernel.sched.yield_cpu(ctx.thread)
+    return 0
+
+
+# ---- signals (default actions; handlers come with the signals work) ----
+
+def _send(ctx: SyscallContext, thread: Thread, sig: int) -> int:
+    if sig == 0:
+        return 0
+    if not 1 <= sig < 65:
+        return -errno.EINVAL
+    if sig not in _IGNORED_BY_DEFAULT:
+        ctx.kernel.kill(thread.process, sig)
+    return 0
+
+
+@syscall("tgkill")
+def sys_tgkill(ctx: SyscallContext, tgid: int, tid: int, sig: int, *_: int) -> int:
+    """Send a signal to one thread (default action)."""
+    thread = ctx.kernel.find_thread(to_int32(tid))
+    if thread is None or thread.process.pid != to_int32(tgid):
+        return -errno.ESRCH
+    return _send(ctx, thread, to_int32(sig))
+
+
+@syscall("tkill")
+def sys_tkill(ctx: SyscallContext, tid: int, sig: int, *_: int) -> int:
+    """Send a signal to one thread (default action)."""
+    thread = ctx.kernel.find_thread(to_int32(tid))
+    if thread is None:
+        return -errno.ESRCH
+    return _send(ctx, thread, to_int32(sig))
+
+
+@syscall("kill")
+def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
+    """Send a signal to a process (default action); only one's own process for now."""
+    pid = to_int32(pid)
+    if pid not in (0, ctx.proc.pid):
+        return -errno.ESRCH
+    return _send(ctx, ctx.thread, to_int32(sig))

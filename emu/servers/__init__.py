@@ -1,0 +1,1 @@
+"""Server threads that run inside the kernel's scheduler (procnto's memory manager)."""
