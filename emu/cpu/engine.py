@@ -45,7 +45,7 @@ class StopKind(enum.Enum):
     CPU_ERROR = "cpu_error"         # any other CPU exception
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stop:
     """One return from guest execution."""
 
@@ -154,7 +154,10 @@ class CpuEngine:
         block = st.last_block
         if block == ffi.NULL or not block.pc <= pc < block.pc + block.size:
             return
-        retired, retired_cycles = self._coster.cost(self.read_code(block.pc, pc - block.pc), block.pc)
+        done = self._coster.retired(block.pc, pc)
+        if done is None:       # costed before a code flush: decode the prefix again
+            done = self._coster.cost(self.read_code(block.pc, pc - block.pc), block.pc)
+        retired, retired_cycles = done
         st.instructions -= block.icount - retired
         st.cycles -= block.cycles - retired_cycles
 
@@ -163,6 +166,10 @@ class CpuEngine:
     @property
     def cycles(self) -> int:
         """The simulated clock: cycles charged so far (guest blocks, TLB fills, kernel work)."""
+        return self.fastpath.state.cycles
+
+    def now(self) -> int:
+        """The simulated clock (as a callable for the scheduler and servers)."""
         return self.fastpath.state.cycles
 
     def charge(self, cycles: int) -> None:
@@ -214,3 +221,4 @@ class CpuEngine:
         """Drop translated code and block costs (after code pages were unmapped or replaced)."""
         self.uc.ctl_flush_tb()
         self.fastpath.forget_blocks()
+        self._coster.forget()

@@ -24,7 +24,7 @@ from emu.kernel.syscalls import SyscallContext, SyscallTable
 from emu.kernel.timers import TimerQueue
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import SI_CODE_NAMES, Access, FaultCause, Outcome, resolve_fault
+from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access, FaultCause, Outcome, resolve_fault
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager
@@ -60,7 +60,7 @@ class Kernel:
         self.timers = TimerQueue()
         self.device = BlockDevice(profile.cycles(profile.read_page_ns),
                                   profile.cycles(profile.write_page_ns))
-        self.sched = Scheduler(bus, lambda: engine.cycles, profile.time_slice)
+        self.sched = Scheduler(bus, engine.now, profile.time_slice)
         self.futexes = FutexTable(self.sched)
         self.syscalls = SyscallTable.for_arch(engine.spec.name)
         self.processes: list[Process] = []
@@ -68,8 +68,9 @@ class Kernel:
         self._random = random.Random(seed)
         self._loaded: Thread | None = None      # guest thread whose registers are in the engine
         self._last_run: Thread | None = None
+        self._live_guests = 0
         self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
-                                lambda: engine.cycles, engine.charge, stats.count_fault,
+                                engine.now, engine.charge, stats.count_fault,
                                 self._fault_signal)
         self.procnto = self._new_process(engine.spec.name, "procnto")
         for i in range(mm_threads):
@@ -95,10 +96,16 @@ class Kernel:
         self.processes.append(proc)
         return proc
 
+    @property
+    def live_guests(self) -> int:
+        """Number of guest processes that have not exited."""
+        return self._live_guests
+
     def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int) -> Process:
         """Create a process running `image` with one thread at its entry point."""
         exe = self.root.guest_path_of(image.path) or image.path
         proc = self._new_process(image.arch, exe, uid)
+        self._live_guests += 1
         map_image(proc.space, image)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]"))
@@ -166,7 +173,7 @@ class Kernel:
 
     def run(self) -> None:
         """Run until every guest process has ended."""
-        while any(p.alive for p in self.processes if p is not self.procnto):
+        while self.live_guests:
             self.timers.fire_due(self.engine.cycles)
             thread = self.sched.dispatch()
             if thread is None:
@@ -221,7 +228,7 @@ class Kernel:
         if stop.kind is StopKind.SYSCALL:
             self._syscall(thread)
         elif stop.kind is StopKind.FAULT:
-            self._user_fault(thread, stop.fault_vaddr, Access(stop.fault_access))
+            self._user_fault(thread, stop.fault_vaddr, ACCESS_BY_VALUE[stop.fault_access])
         elif stop.kind is StopKind.INSN_LIMIT:
             print(f"emu: instruction limit ({self.insn_limit}) reached at pc {stop.pc:#x}",
                   file=sys.stderr)
@@ -332,6 +339,7 @@ class Kernel:
         if not proc.alive:
             return
         proc.exit = status
+        self._live_guests -= 1
         for thread in proc.threads:
             self.sched.kill(thread)
         self.futexes.forget(proc)

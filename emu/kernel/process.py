@@ -11,8 +11,8 @@ from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import AddressSpace
 
 
-class ThreadState(enum.Enum):
-    """Thread states, named as QNX names them."""
+class ThreadState(str, enum.Enum):
+    """Thread states, named as QNX names them (each is also its name as a string)."""
 
     RUNNING = "RUNNING"
     READY = "READY"

@@ -31,6 +31,7 @@ class Scheduler:
         self.time_slice = time_slice
         self.current: Thread | None = None
         self._queues: dict[int, deque[Thread]] = {}
+        self._priorities: list[int] = []      # priorities that have a queue, highest first
         self.preemptions = 0
 
     # ---- the one place where states change ----
@@ -40,7 +41,7 @@ class Scheduler:
         assert old is not ThreadState.DEAD, f"thread {thread.tid} is dead"
         thread.state = new
         self.bus.emit(self.now(), EventKind.STATE, thread.process.pid, thread.tid,
-                      **{"from": old.value, "to": new.value})
+                      **{"from": old, "to": new})
 
     # ---- becoming ready ----
 
@@ -49,8 +50,8 @@ class Scheduler:
         thread.slice_left = self.time_slice
         thread.state = ThreadState.READY
         self.bus.emit(self.now(), EventKind.THREAD_CREATE, thread.process.pid, thread.tid,
-                      state=ThreadState.READY.value, priority=thread.priority, name=thread.name)
-        self._queues.setdefault(thread.priority, deque()).append(thread)
+                      state=ThreadState.READY, priority=thread.priority, name=thread.name)
+        self._queue(thread.priority).append(thread)
         cur = self.current
         if cur is not None and thread.priority > cur.priority:
             self._preempt(cur, "priority")
@@ -62,7 +63,7 @@ class Scheduler:
         thread.wait_token = token
         thread.state = state
         self.bus.emit(self.now(), EventKind.THREAD_CREATE, thread.process.pid, thread.tid,
-                      state=state.value, priority=thread.priority, name=thread.name)
+                      state=state, priority=thread.priority, name=thread.name)
         return token
 
     def wake(self, thread: Thread, token: object, result: int | None = None) -> None:
@@ -81,7 +82,7 @@ class Scheduler:
 
     def _enqueue(self, thread: Thread, head: bool) -> None:
         self._transition(thread, ThreadState.READY)
-        queue = self._queues.setdefault(thread.priority, deque())
+        queue = self._queue(thread.priority)
         if head:
             queue.appendleft(thread)
         else:
@@ -146,12 +147,21 @@ class Scheduler:
         """The thread to run now: the running one, else the head of the highest ready queue."""
         if self.current is not None:
             return self.current
-        for prio in sorted((p for p, q in self._queues.items() if q), reverse=True):
-            thread = self._queues[prio].popleft()
-            self.current = thread
-            self._transition(thread, ThreadState.RUNNING)
-            return thread
+        for prio in self._priorities:
+            queue = self._queues[prio]
+            if queue:
+                thread = queue.popleft()
+                self.current = thread
+                self._transition(thread, ThreadState.RUNNING)
+                return thread
         return None
+
+    def _queue(self, priority: int) -> deque[Thread]:
+        queue = self._queues.get(priority)
+        if queue is None:
+            queue = self._queues[priority] = deque()
+            self._priorities = sorted(self._queues, reverse=True)
+        return queue
 
     def set_priority(self, thread: Thread, priority: int) -> None:
         """Change a thread's priority, re-queueing it (end of the new queue) if it is ready."""
@@ -161,7 +171,7 @@ class Scheduler:
         if thread.state is ThreadState.READY:
             self._queues[thread.priority].remove(thread)
             thread.priority = priority
-            self._queues.setdefault(priority, deque()).append(thread)
+            self._queue(priority).append(thread)
             cur = self.current
             if cur is not None and priority > cur.priority:
                 self._preempt(cur, "priority")

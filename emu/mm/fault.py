@@ -25,7 +25,11 @@ class Access(enum.IntEnum):
     @property
     def prot(self) -> int:
         """The PROT_* bit this access needs."""
-        return {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}[self]
+        return _ACCESS_PROT[self]
+
+
+_ACCESS_PROT = {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}
+ACCESS_BY_VALUE = {a.value: a for a in Access}
 
 
 class FaultCause(enum.Enum):
@@ -55,7 +59,7 @@ SI_CODE_NAMES = {(signal.SIGSEGV, SEGV_MAPERR): "SEGV_MAPERR", (signal.SIGSEGV, 
                  (signal.SIGBUS, BUS_ADRERR): "BUS_ADRERR", (signal.SIGBUS, BUS_OBJERR): "BUS_OBJERR"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PageRequest:
     """Work for the pager: make the page at `vaddr` of `mapping` present."""
 
@@ -65,7 +69,7 @@ class PageRequest:
     cause: FaultCause
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FaultResolution:
     """The resolver's verdict on one fault."""
 

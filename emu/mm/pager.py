@@ -14,7 +14,7 @@ from emu.mm.pagetable import Pte
 from emu.mm.vmspace import AddressSpace
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PagerResult:
     """What servicing a request did: `signal` is 0 on success."""
 

@@ -5,8 +5,7 @@ calling Python; this class is the only Python code that touches it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from emu.cpu.fastpath import ffi, lib
 from emu.mm.frames import PAGE_SHIFT
@@ -20,8 +19,7 @@ PTE_PERMS = PTE_READ | PTE_WRITE | PTE_EXEC
 _ADDR_MASK = 0x000FFFFFFFFFF000
 
 
-@dataclass(frozen=True)
-class Pte:
+class Pte(NamedTuple):
     """A decoded page-table entry."""
 
     frame: int

@@ -161,7 +161,7 @@ class AddressSpace:
                 if piece is not None:
                     self.insert(piece)
         for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
-            self.page_table.map(vpn, replace(pte, perms=prot))
+            self.page_table.map(vpn, pte._replace(perms=prot))
         self._on_tlb_change(code)
 
     def discard(self, start: int, end: int) -> None:

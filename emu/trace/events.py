@@ -26,7 +26,7 @@ class EventKind(str, enum.Enum):
     THREAD_EXIT = "thread_exit"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One kernel event."""
 
@@ -54,17 +54,17 @@ class EventBus:
 
     def __init__(self) -> None:
         """A bus with no subscribers."""
-        self._instruments: list[Instrument] = []
+        self._handlers: tuple[Any, ...] = ()
 
     def subscribe(self, instrument: Instrument) -> None:
         """Deliver every later event to `instrument`."""
-        self._instruments.append(instrument)
+        self._handlers += (instrument.on_event,)
 
     def emit(self, ts: int, kind: EventKind, pid: int, tid: int, **data: Any) -> None:
         """Publish one event."""
         event = Event(ts, kind, pid, tid, data)
-        for instrument in self._instruments:
-            instrument.on_event(event)
+        for handler in self._handlers:
+            handler(event)
 
 
 class JsonLinesWriter:
