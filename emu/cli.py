@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: emu/profiles/default.toml)")
     run.add_argument("--mm-threads", type=_nonnegative, default=1, metavar="N",
                      help="procnto memory-manager server threads (default 1)")
+    run.add_argument("--stop-on-every-fault", action="store_true",
+                     help="always stop the CPU for a fault, even when the kernel could complete "
+                     "it in place with the same outcome (slower; for checking the fast variant)")
     run.add_argument("--max-instructions", type=_nonnegative, default=0, metavar="N",
                      help="stop the guest (SIGXCPU) after about N instructions (default: no limit)")
     run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
@@ -93,7 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     config = RunConfig(program=args.program, args=tuple(args.args), arch=args.arch,
                        ram_bytes=args.ram, root=args.root, uid=args.uid,
                        max_instructions=args.max_instructions, env=_guest_env(args),
-                       profile=args.profile, mm_threads=args.mm_threads)
+                       profile=args.profile, mm_threads=args.mm_threads,
+                       faults_in_place=not args.stop_on_every_fault)
     if args.stats:
         try:
             open(args.stats, "a").close()

@@ -33,3 +33,4 @@ class RunConfig:
     env: tuple[str, ...] = field(default_factory=tuple)
     profile: str | None = None               # machine profile file (None: the bundled default)
     mm_threads: int = 1                      # procnto memory-manager server threads
+    faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook

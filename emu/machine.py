@@ -61,7 +61,8 @@ def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
     engine = CpuEngine(spec, ram.host_address, ram.size, read_code, profile.instructions,
                        profile.tlb_fill)
     kernel = Kernel(engine, ram, frames, GuestRoot(config.root), profile, bus, stats,
-                    insn_limit=config.max_instructions, mm_threads=config.mm_threads)
+                    insn_limit=config.max_instructions, mm_threads=config.mm_threads,
+                    faults_in_place=config.faults_in_place)
     proc = kernel.spawn(image, [config.program, *config.args], list(config.env), config.uid)
     try:
         kernel.run()

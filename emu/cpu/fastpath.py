@@ -1,4 +1,4 @@
-"""Python side of the C fast path: its state block and the block-costing callback.
+"""Python side of the C fast path: its state block and its callbacks (block costing, faults).
 
 The C module (built by fastpath_build.py) holds the TLB-fill and block hooks;
 here we create its per-engine state, attach the hooks to a Unicorn engine
@@ -35,6 +35,23 @@ def fp_cost_block(handle, pc, size, icount, cycles):  # type: ignore[no-untyped-
     return 0
 
 
+@ffi.def_extern()
+def fp_fault(handle, vaddr, access):  # type: ignore[no-untyped-def]
+    """C callback: let the kernel complete a fault in place (1) or have the CPU stop (0)."""
+    fastpath: FastPath = ffi.from_handle(handle)
+    if fastpath.on_fault is None or fastpath.callback_error is not None:
+        return 0
+    try:
+        return 1 if fastpath.on_fault(vaddr, access) else 0
+    except Exception as exc:  # never let an exception cross the C boundary
+        fastpath.callback_error = exc
+        return 0
+
+
+FaultCompleter = Callable[[int, int], bool]
+"""(vaddr, access) -> True when the fault was completed without stopping the CPU."""
+
+
 class FastPath:
     """One engine's fast-path state: TLB fills, faults, instruction and cycle counters."""
 
@@ -43,6 +60,7 @@ class FastPath:
         self.state = ffi.new("fp_state *")
         self.cost_block = cost_block
         self.callback_error: Exception | None = None
+        self.on_fault: FaultCompleter | None = None
         self._handle = ffi.new_handle(self)
 
     def attach(self, uc_handle: int, libunicorn: ctypes.CDLL) -> None:
@@ -57,6 +75,11 @@ class FastPath:
     def set_page_table(self, table_handle) -> None:  # type: ignore[no-untyped-def]
         """Make the fill hook walk `table_handle` (an fp_pagetable*), or nothing with None."""
         self.state.pt = table_handle if table_handle is not None else ffi.NULL
+
+    def complete_faults_with(self, completer: FaultCompleter | None) -> None:
+        """Offer every miss to `completer` before stopping the CPU (None: always stop)."""
+        self.on_fault = completer
+        self.state.inline_faults = 1 if completer is not None else 0
 
     def forget_blocks(self) -> None:
         """Drop every cached block cost (after code was unmapped or changed)."""

@@ -28,6 +28,7 @@ void fp_blocks_clear(fp_state *st);
 void fp_state_release(fp_state *st);
 int fp_attach(void *uc, void *hook_add, void *emu_stop, fp_state *st, void *cost_handle);
 extern "Python" int fp_cost_block(void *, uint64_t, uint32_t, uint32_t *, uint32_t *);
+extern "Python" int fp_fault(void *, uint64_t, int);
 """
 )
 ffibuilder.set_source(

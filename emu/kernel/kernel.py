@@ -24,7 +24,8 @@ from emu.kernel.syscalls import SyscallContext, SyscallTable
 from emu.kernel.timers import TimerQueue
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access, FaultCause, Outcome, resolve_fault
+from emu.mm.fault import (ACCESS_BY_VALUE, SI_CODE_NAMES, Access, FaultCause, FaultResolution,
+                          Outcome, resolve_fault)
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager
@@ -45,7 +46,8 @@ class Kernel:
 
     def __init__(self, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
                  root: GuestRoot, profile: Profile, bus: EventBus, stats: RunStats,
-                 insn_limit: int = 0, mm_threads: int = 1, seed: int = 0) -> None:
+                 insn_limit: int = 0, mm_threads: int = 1, faults_in_place: bool = True,
+                 seed: int = 0) -> None:
         """A kernel with procnto (pid 1) and its memory-manager threads, and no guest yet."""
         self.engine = engine
         self.ram = ram
@@ -68,10 +70,13 @@ class Kernel:
         self._random = random.Random(seed)
         self._loaded: Thread | None = None      # guest thread whose registers are in the engine
         self._last_run: Thread | None = None
+        self._run_start = 0
         self._live_guests = 0
         self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
                                 engine.now, engine.charge, stats.count_fault,
                                 self._fault_signal)
+        if faults_in_place:
+            engine.fastpath.complete_faults_with(self._complete_fault_in_place)
         self.procnto = self._new_process(engine.spec.name, "procnto")
         for i in range(mm_threads):
             server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
@@ -174,8 +179,7 @@ class Kernel:
     def run(self) -> None:
         """Run until every guest process has ended."""
         while self.live_guests:
-            self.timers.fire_due(self.engine.cycles)
-            thread = self.sched.dispatch()
+            thread = self._next_thread()
             if thread is None:
                 due = self.timers.next_due()
                 if due is None:
@@ -183,22 +187,33 @@ class Kernel:
                     break
                 self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
                 continue
-            self._switch_to(thread)
-            start = self.engine.cycles
-            if thread.body is not None:
-                thread.body(thread)
-            else:
-                self._run_guest(thread)
-            self.sched.slice_used(thread, self.engine.cycles - start)
+            self._run_thread(thread)
 
-    def _run_guest(self, thread: Thread) -> None:
-        deadline = self.engine.cycles + max(thread.slice_left, 1)
+    def _next_thread(self) -> Thread | None:
+        """Fire due timers, then dispatch and switch to the thread that runs next."""
+        self.timers.fire_due(self.engine.cycles)
+        thread = self.sched.dispatch()
+        if thread is not None:
+            self._switch_to(thread)
+            self._run_start = self.engine.cycles
+        return thread
+
+    def _run_thread(self, thread: Thread) -> None:
+        if thread.body is not None:
+            thread.body(thread)
+        else:
+            stop = self.engine.run(thread.pc, insn_limit=self.insn_limit,
+                                   deadline=self._deadline(thread))
+            thread.pc = stop.pc
+            self._handle_stop(thread, stop)
+        self.sched.slice_used(thread, self.engine.cycles - self._run_start)
+
+    def _deadline(self, thread: Thread) -> int:
+        """When the running guest thread must stop: end of its slice or the next timer."""
+        now = self.engine.cycles
+        deadline = now + max(thread.slice_left, 1)
         due = self.timers.next_due()
-        if due is not None:
-            deadline = min(deadline, max(due, self.engine.cycles + 1))
-        stop = self.engine.run(thread.pc, insn_limit=self.insn_limit, deadline=deadline)
-        thread.pc = stop.pc
-        self._handle_stop(thread, stop)
+        return deadline if due is None else min(deadline, max(due, now + 1))
 
     def _switch_to(self, thread: Thread) -> None:
         """Load `thread`'s registers and address space, charging a context switch."""
@@ -256,13 +271,52 @@ class Kernel:
 
     # ---- faults ----
 
-    def _user_fault(self, thread: Thread, vaddr: int, access: Access) -> None:
-        """The slow path: block the thread in WAITPAGE and pulse the memory manager."""
+    def _complete_fault_in_place(self, vaddr: int, access_value: int) -> bool:
+        """Take a fault's whole slow path without stopping the CPU, when that changes nothing.
+
+        Called from the fill hook. Only when the kernel can show that no other
+        guest thread would run before the faulting one resumes — the fault is a
+        zero-fill, a memory-manager thread is waiting with no pulse queued, no
+        thread of the same or higher priority is ready, and no timer falls due
+        in the meantime — are the very same steps (WAITPAGE, pulse, procnto,
+        READY, dispatch) taken here; otherwise the CPU stops as usual.
+        """
+        thread = self.sched.current
+        if thread is None or thread.body is not None or self.insn_limit:
+            return False
+        access = ACCESS_BY_VALUE[access_value]
+        space = thread.process.space
+        verdict = resolve_fault(space, vaddr, access)
+        if verdict.cause is not FaultCause.ZERO_FILL or not self.frames.free_count:
+            return False
+        channel, c = self.mm.channel, self.costs
+        if not channel.receivers or channel.peek_priority() is not None \
+                or self.sched.has_ready(thread.priority):
+            return False
+        due = self.timers.next_due()
+        busy = c.fault_entry + c.pulse + 2 * c.context_switch + c.procnto_fault + c.zero_page
+        if due is not None and due <= self.engine.cycles + busy:
+            return False
+        self._user_fault(thread, vaddr, access, verdict)
+        while (nxt := self._next_thread()) is not thread:
+            assert nxt is not None and nxt.body is not None, "a guest thread ran during a fault"
+            self._run_thread(nxt)
+        self.engine.fastpath.state.cycle_stop = self._deadline(thread)
+        return True
+
+    def _user_fault(self, thread: Thread, vaddr: int, access: Access,
+                    verdict: FaultResolution | None = None) -> None:
+        """The slow path: block the thread in WAITPAGE and pulse the memory manager.
+
+        `verdict` is the resolver's decision when it was already taken and nothing
+        can change it before the memory manager runs (a fault completed in place).
+        """
         self.engine.charge(self.costs.fault_entry)
         self.bus.emit(self.engine.cycles, EventKind.FAULT_BEGIN, thread.process.pid, thread.tid,
                       vaddr=vaddr, access=access.name.lower(), origin="user")
         token = self.sched.block(thread, ThreadState.WAITPAGE)
-        self.mm.submit(FaultJob(thread, token, thread.process.space, vaddr, access))
+        self.mm.submit(FaultJob(thread, token, thread.process.space, vaddr, access,
+                                verdict=verdict))
 
     def fault_in(self, space: AddressSpace, vaddr: int, access: Access) -> bool:
         """A fault on the kernel's behalf (copy-in/out), served at once; True if the page is there."""

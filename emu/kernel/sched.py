@@ -16,7 +16,7 @@ from collections import deque
 from typing import Callable
 
 from emu.kernel.process import BLOCKED_STATES, SchedPolicy, Thread, ThreadState
-from emu.trace.events import EventBus, EventKind
+from emu.trace.events import Event, EventBus, EventKind
 
 MIN_PRIORITY, MAX_PRIORITY = 1, 255
 
@@ -40,8 +40,8 @@ class Scheduler:
         old = thread.state
         assert old is not ThreadState.DEAD, f"thread {thread.tid} is dead"
         thread.state = new
-        self.bus.emit(self.now(), EventKind.STATE, thread.process.pid, thread.tid,
-                      **{"from": old, "to": new})
+        self.bus.publish(Event(self.now(), EventKind.STATE, thread.process.pid, thread.tid,
+                               {"from": old, "to": new}))
 
     # ---- becoming ready ----
 
@@ -162,6 +162,15 @@ class Scheduler:
             queue = self._queues[priority] = deque()
             self._priorities = sorted(self._queues, reverse=True)
         return queue
+
+    def has_ready(self, min_priority: int) -> bool:
+        """Whether a READY thread of priority `min_priority` or higher is queued."""
+        for prio in self._priorities:
+            if prio < min_priority:
+                return False
+            if self._queues[prio]:
+                return True
+        return False
 
     def set_priority(self, thread: Thread, priority: int) -> None:
         """Change a thread's priority, re-queueing it (end of the new queue) if it is ready."""

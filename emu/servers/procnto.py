@@ -24,7 +24,7 @@ from emu.kernel.device import BlockDevice
 from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
-from emu.mm.fault import Access, FaultCause, Outcome, PageRequest, resolve_fault
+from emu.mm.fault import Access, FaultCause, FaultResolution, Outcome, PageRequest, resolve_fault
 from emu.mm.pager import Pager
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
@@ -41,6 +41,7 @@ class FaultJob:
     vaddr: int
     access: Access
     request: PageRequest | None = None      # set while waiting for the device
+    verdict: FaultResolution | None = None  # decided at fault time when nothing can change it
 
 
 FaultSignal = Callable[[Thread, int, int, int, Access], None]
@@ -109,7 +110,7 @@ class MemoryManager:
             server.job = None                        # the faulting process died meanwhile
             return
         self.charge(self.costs.procnto_fault)
-        verdict = resolve_fault(job.space, job.vaddr, job.access)
+        verdict = job.verdict or resolve_fault(job.space, job.vaddr, job.access)
         if verdict.outcome is Outcome.RESOLVED:
             self._done(server, job, verdict.cause)
         elif verdict.outcome is Outcome.SIGNAL:

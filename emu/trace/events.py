@@ -62,7 +62,10 @@ class EventBus:
 
     def emit(self, ts: int, kind: EventKind, pid: int, tid: int, **data: Any) -> None:
         """Publish one event."""
-        event = Event(ts, kind, pid, tid, data)
+        self.publish(Event(ts, kind, pid, tid, data))
+
+    def publish(self, event: Event) -> None:
+        """Publish a ready-made event."""
         for handler in self._handlers:
             handler(event)
 

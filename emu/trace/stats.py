@@ -42,15 +42,19 @@ class RunStats:
 
     def on_event(self, event: Event) -> None:
         """Instrument hook: account one kernel event."""
-        key = (event.pid, event.tid)
         kind = event.kind
         if kind is EventKind.STATE:
+            key = (event.pid, event.tid)
             times = self.threads[key]
-            times.by_state[times.state] += event.ts - times.since
-            times.state, times.since = event.data["to"], event.ts
-            if times.state == "RUNNING" and key in self._faulted_at:
-                self.fault_latencies.append(event.ts - self._faulted_at.pop(key))
-        elif kind is EventKind.THREAD_CREATE:
+            ts = event.ts
+            times.by_state[times.state] += ts - times.since
+            times.state = state = event.data["to"]
+            times.since = ts
+            if state == "RUNNING" and key in self._faulted_at:
+                self.fault_latencies.append(ts - self._faulted_at.pop(key))
+            return
+        key = (event.pid, event.tid)
+        if kind is EventKind.THREAD_CREATE:
             self.threads[key] = ThreadTimes(event.data["state"], event.ts)
         elif kind is EventKind.SWITCH:
             self.context_switches += 1

@@ -158,6 +158,9 @@ typedef int (*uc_emu_stop_fn)(void *uc);
 
 /* Implemented in Python (emu/cpu/fastpath.py): cost a block seen for the first time. */
 static int fp_cost_block(void *handle, uint64_t pc, uint32_t size, uint32_t *icount, uint32_t *cycles);
+/* Implemented in Python: complete a fault without leaving the CPU when the kernel can prove
+ * that no other guest thread would run meanwhile; returns 1 when the page is now mapped. */
+static int fp_fault(void *handle, uint64_t vaddr, int access);
 
 #define UC_HOOK_BLOCK_ 8
 #define UC_HOOK_TLB_FILL_ 131072
@@ -169,18 +172,24 @@ static inline int access_perm(int access) {
          : access == FP_ACCESS_FETCH ? FP_PTE_EXEC : FP_PTE_READ;
 }
 
+static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tlb_entry_ *entry) {
+    uint64_t pte = st->pt ? fp_pt_get(st->pt, vaddr >> 12) : 0;
+    if (!(pte & FP_PTE_VALID) || !(pte & access_perm(access))) return false;
+    entry->paddr = (pte & FP_PTE_ADDR_MASK) | (vaddr & 0xFFF);
+    entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
+    st->tlb_fills++;
+    st->cycles += st->tlb_fill_cost;
+    return true;
+}
+
 static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access,
                           uc_tlb_entry_ *entry, void *user) {
     fp_state *st = user;
     (void)uc;
-    uint64_t pte = st->pt ? fp_pt_get(st->pt, vaddr >> 12) : 0;
-    if ((pte & FP_PTE_VALID) && (pte & access_perm(access))) {
-        entry->paddr = (pte & FP_PTE_ADDR_MASK) | (vaddr & 0xFFF);
-        entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
-        st->tlb_fills++;
-        st->cycles += st->tlb_fill_cost;
+    if (fill_from_pte(st, vaddr, access, entry)) return true;
+    if (st->inline_faults && fp_fault(st->cost_handle, vaddr, access)
+            && fill_from_pte(st, vaddr, access, entry))
         return true;
-    }
     st->tlb_misses++;
     st->fault_vaddr = vaddr;
     st->fault_access = access;

@@ -42,6 +42,7 @@ typedef struct fp_state {
     uint64_t cycles;            /* simulated cycles charged by executed blocks */
     uint64_t cycle_stop;        /* stop once cycles >= cycle_stop (UINT64_MAX: never) */
     uint64_t tlb_fill_cost;     /* cycles charged per fast-path refill */
+    int inline_faults;          /* offer misses to Python before stopping (fp_fault) */
     const fp_block *last_block; /* the block executing now (valid until the next block) */
     uint64_t block_misses;      /* blocks costed by Python (first execution) */
     /* private to the C side: */
