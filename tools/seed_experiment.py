@@ -225,27 +225,27 @@ def check(run: Run, slice_ns: int) -> None:
 def print_table(arch: str, rows: list[tuple[Run, Run]], slice_ns: int, pages: int,
                 high: int) -> None:
     """The table for one architecture: equal priority, then the high-priority toucher."""
-    slice_ms = slice_ns / 1e6
-    print(f"\n{arch}: fault_latency N {pages} T {SPINNER_PRIO}; time slice {slice_ms:g} ms; "
-          f"latencies are per touched page, means over {pages} pages")
-    head1 = (f"{'':>3} | {'toucher prio ' + str(SPINNER_PRIO) + ' = spinners':^44} | "
-             f"{'toucher prio ' + str(high) + ' > spinners':^33}")
-    head2 = (f"{'N':>3} | {'guest ms':>10} {'events ms':>10} {'slices':>7} {'2N':>4} {'ok':>4}"
-             f"    | {'guest ms':>10} {'events ms':>10} {'slices':>7} {'ok':>3}")
-    print(head1)
-    print(head2)
-    print("-" * len(head2))
+    print(f"\n{arch}: fault_latency N {pages} PRIO {SPINNER_PRIO}; time slice {slice_ns / 1e6:g} ms; "
+          f"mean latency per touched page ({pages} pages)")
+    left = f"toucher prio {SPINNER_PRIO} = spinners"
+    right = f"toucher prio {high} > spinners"
+    head = (f"{'N':>3} | {'guest ms':>10} {'events ms':>10} {'slices':>7} {'2N':>4} {'ok':>3} | "
+            f"{'guest us':>9} {'events us':>9} {'slices':>7} {'ok':>3}")
+    bar = head.index("|", 5)
+    print(f"{'':>3} | {left:^{bar - 6}}| {right:^{len(head) - bar - 2}}")
+    print(head)
+    print("-" * len(head))
     for eq, hi in rows:
         print(f"{eq.spinners:>3} | {eq.guest_mean_ns / 1e6:>10.4f} {eq.event_mean_ns / 1e6:>10.4f} "
               f"{eq.guest_mean_ns / slice_ns:>7.3f} {2 * eq.spinners:>4} "
-              f"{'yes' if not eq.checks else 'NO':>4}    | "
-              f"{hi.guest_mean_ns / 1e6:>10.4f} {hi.event_mean_ns / 1e6:>10.4f} "
-              f"{hi.guest_mean_ns / slice_ns:>7.3f} {'yes' if not hi.checks else 'NO':>3}")
-    print("guest = the program's CLOCK_MONOTONIC around each store; events = fault_begin to the "
-          "toucher's next RUNNING (differences in us: "
-          + ", ".join(f"N={eq.spinners} {(eq.guest_mean_ns - eq.event_mean_ns) / 1000:.2f}"
-                      f"/{(hi.guest_mean_ns - hi.event_mean_ns) / 1000:.2f}" for eq, hi in rows)
-          + ")")
+              f"{'yes' if not eq.checks else 'NO':>3} | "
+              f"{hi.guest_mean_ns / 1e3:>9.3f} {hi.event_mean_ns / 1e3:>9.3f} "
+              f"{hi.guest_mean_ns / slice_ns:>7.4f} {'yes' if not hi.checks else 'NO':>3}")
+    diffs = sorted({round((r.guest_mean_ns - r.event_mean_ns) / 1000, 2)
+                    for pair in rows for r in pair})
+    print("guest: the program's CLOCK_MONOTONIC around each store. events: fault_begin to the "
+          "toucher's next RUNNING.")
+    print(f"guest - events: {', '.join(f'{d:.2f}' for d in diffs)} us")
 
 
 def print_where(eq: Run, hi: Run, pages: int) -> None:
@@ -253,34 +253,32 @@ def print_where(eq: Run, hi: Run, pages: int) -> None:
     n = eq.spinners
     b = eq.breakdown
 
-    def ms(x: float) -> str:
-        return f"{x / 1e6:10.3f} ms"
-
-    def us(x: float) -> str:
-        return f"{x / 1e3:10.3f} us"
+    def line(label: str, value: float) -> None:
+        text = f"{value / 1e6:.3f} ms" if value >= 1e6 else f"{value / 1e3:.3f} us"
+        print(f"    {label:<46}{text:>14}")
 
     print(f"\n{eq.arch}, N={n}, toucher at the spinners' priority: where the time goes")
-    print(f"  touched pages, per fault (events; mean of {pages}):")
-    print(f"    toucher WAITPAGE                       {ms(b.waitpage / pages)}")
-    print(f"      fault_begin -> pulse                 {us(b.pulse / pages)}")
-    print(f"      procnto READY, queued behind {n} spinner{'s' if n != 1 else ' '} "
-          f"{ms(b.server_ready / pages)}")
-    print(f"      procnto working (incl. switches)     {us(b.server_working / pages)}")
-    print(f"    toucher READY, queued behind them again{ms(b.toucher_ready / pages)}")
+    print(f"  per touched page (from the events, mean of {pages}):")
+    line("toucher WAITPAGE (fault_begin .. fault_end)", b.waitpage / pages)
+    line("  fault_begin .. pulse", b.pulse / pages)
+    line(f"  procnto READY, queued behind {n} spinner{'s' if n != 1 else ''}", b.server_ready / pages)
+    line("  procnto working (switch in + handling)", b.server_working / pages)
+    line("toucher READY, queued behind the spinners again", b.toucher_ready / pages)
     queued = b.server_ready + b.toucher_ready
     total = b.waitpage + b.toucher_ready
-    print(f"    => ready-queue waiting is {queued / total:.2%} of the fault latency "
-          f"({ms(queued / pages).strip()} of {ms(total / pages).strip()})")
-    print("  whole run, cycles_by_state from --stats (includes start-up and program page-ins):")
+    line("total (fault_begin .. toucher RUNNING)", total / pages)
+    print(f"    ready-queue waiting (procnto's + the toucher's): {queued / total:.3%} of it")
+    print("  whole run, cycles_by_state from --stats (start-up and program page-ins included;")
+    print("  procnto's READY time lies inside the toucher's WAITPAGE):")
     for who, cbs in (("toucher (main)", eq.toucher_cycles_by_state),
                      ("procnto-mm0", eq.server_cycles_by_state)):
-        parts = ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in sorted(cbs.items(), key=lambda kv: -kv[1])
-                          if v)
+        parts = ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in
+                          sorted(cbs.items(), key=lambda kv: -kv[1]) if v)
         print(f"    {who:<15} {parts}")
     hb = hi.breakdown
-    print(f"  with the toucher at priority {hi.toucher_prio}: WAITPAGE {us(hb.waitpage / pages).strip()}"
-          f" (procnto READY {us(hb.server_ready / pages).strip()}), toucher READY "
-          f"{us(hb.toucher_ready / pages).strip()} per fault")
+    print(f"  toucher at priority {hi.toucher_prio} instead: WAITPAGE {hb.waitpage / pages / 1e3:.3f} us "
+          f"(procnto READY {hb.server_ready / pages / 1e3:.3f} us), toucher READY "
+          f"{hb.toucher_ready / pages / 1e3:.3f} us per page")
 
 
 def main() -> int:
