@@ -16,6 +16,7 @@ import sys
 
 from emu.cpu.engine import CpuEngine, Stop, StopKind
 from emu.kernel.device import BlockDevice
+from emu.kernel.faults import FaultEntry
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
@@ -24,15 +25,14 @@ from emu.kernel.syscalls import SyscallContext, SyscallTable
 from emu.kernel.timers import TimerQueue
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import (ACCESS_BY_VALUE, SI_CODE_NAMES, Access, FaultCause, FaultResolution,
-                          Outcome, resolve_fault)
+from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
-from emu.servers.procnto import FaultJob, MemoryManager
+from emu.servers.procnto import MemoryManager
 from emu.trace.events import EventBus, EventKind
 from emu.trace.stats import RunStats, signal_name
 
@@ -75,8 +75,10 @@ class Kernel:
         self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
                                 engine.now, engine.charge, stats.count_fault,
                                 self._fault_signal)
+        self.faults = FaultEntry(self, engine, self.sched, self.mm, self.timers, self.device,
+                                 self.pager, frames, self.costs, bus, stats)
         if faults_in_place:
-            engine.fastpath.complete_faults_with(self._complete_fault_in_place)
+            engine.fastpath.complete_faults_with(self.faults.complete_in_place)
         self.procnto = self._new_process(engine.spec.name, "procnto")
         for i in range(mm_threads):
             server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
@@ -95,7 +97,7 @@ class Kernel:
 
     def _new_process(self, arch: str, exe: str, uid: int = 0) -> Process:
         space = AddressSpace(self.frames, self._on_translations_removed)
-        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.fault_in(s, va, acc))
+        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc))
         proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
                        exe_path=exe, uid=uid, gid=uid)
         self.processes.append(proc)
@@ -179,7 +181,7 @@ class Kernel:
     def run(self) -> None:
         """Run until every guest process has ended."""
         while self.live_guests:
-            thread = self._next_thread()
+            thread = self.next_thread()
             if thread is None:
                 due = self.timers.next_due()
                 if due is None:
@@ -187,9 +189,9 @@ class Kernel:
                     break
                 self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
                 continue
-            self._run_thread(thread)
+            self.run_thread(thread)
 
-    def _next_thread(self) -> Thread | None:
+    def next_thread(self) -> Thread | None:
         """Fire due timers, then dispatch and switch to the thread that runs next."""
         self.timers.fire_due(self.engine.cycles)
         thread = self.sched.dispatch()
@@ -198,17 +200,17 @@ class Kernel:
             self._run_start = self.engine.cycles
         return thread
 
-    def _run_thread(self, thread: Thread) -> None:
+    def run_thread(self, thread: Thread) -> None:
         if thread.body is not None:
             thread.body(thread)
         else:
             stop = self.engine.run(thread.pc, insn_limit=self.insn_limit,
-                                   deadline=self._deadline(thread))
+                                   deadline=self.deadline(thread))
             thread.pc = stop.pc
             self._handle_stop(thread, stop)
         self.sched.slice_used(thread, self.engine.cycles - self._run_start)
 
-    def _deadline(self, thread: Thread) -> int:
+    def deadline(self, thread: Thread) -> int:
         """When the running guest thread must stop: end of its slice or the next timer."""
         now = self.engine.cycles
         deadline = now + max(thread.slice_left, 1)
@@ -243,7 +245,7 @@ class Kernel:
         if stop.kind is StopKind.SYSCALL:
             self._syscall(thread)
         elif stop.kind is StopKind.FAULT:
-            self._user_fault(thread, stop.fault_vaddr, ACCESS_BY_VALUE[stop.fault_access])
+            self.faults.user_fault(thread, stop.fault_vaddr, ACCESS_BY_VALUE[stop.fault_access])
         elif stop.kind is StopKind.INSN_LIMIT:
             print(f"emu: instruction limit ({self.insn_limit}) reached at pc {stop.pc:#x}",
                   file=sys.stderr)
@@ -271,81 +273,6 @@ class Kernel:
 
     # ---- faults ----
 
-    def _complete_fault_in_place(self, vaddr: int, access_value: int) -> bool:
-        """Take a fault's whole slow path without stopping the CPU, when that changes nothing.
-
-        Called from the fill hook. Only when the kernel can show that no other
-        guest thread would run before the faulting one resumes — the fault is a
-        zero-fill, a memory-manager thread is waiting with no pulse queued, no
-        thread of the same or higher priority is ready, and no timer falls due
-        in the meantime — are the very same steps (WAITPAGE, pulse, procnto,
-        READY, dispatch) taken here; otherwise the CPU stops as usual.
-        """
-        thread = self.sched.current
-        if thread is None or thread.body is not None or self.insn_limit:
-            return False
-        access = ACCESS_BY_VALUE[access_value]
-        space = thread.process.space
-        verdict = resolve_fault(space, vaddr, access)
-        if verdict.cause is not FaultCause.ZERO_FILL or not self.frames.free_count:
-            return False
-        channel, c = self.mm.channel, self.costs
-        if not channel.receivers or channel.peek_priority() is not None \
-                or self.sched.has_ready(thread.priority):
-            return False
-        due = self.timers.next_due()
-        busy = c.fault_entry + c.pulse + 2 * c.context_switch + c.procnto_fault + c.zero_page
-        if due is not None and due <= self.engine.cycles + busy:
-            return False
-        self._user_fault(thread, vaddr, access, verdict)
-        while (nxt := self._next_thread()) is not thread:
-            assert nxt is not None and nxt.body is not None, "a guest thread ran during a fault"
-            self._run_thread(nxt)
-        self.engine.fastpath.state.cycle_stop = self._deadline(thread)
-        return True
-
-    def _user_fault(self, thread: Thread, vaddr: int, access: Access,
-                    verdict: FaultResolution | None = None) -> None:
-        """The slow path: block the thread in WAITPAGE and pulse the memory manager.
-
-        `verdict` is the resolver's decision when it was already taken and nothing
-        can change it before the memory manager runs (a fault completed in place).
-        """
-        self.engine.charge(self.costs.fault_entry)
-        self.bus.emit(self.engine.cycles, EventKind.FAULT_BEGIN, thread.process.pid, thread.tid,
-                      vaddr=vaddr, access=access.name.lower(), origin="user")
-        token = self.sched.block(thread, ThreadState.WAITPAGE)
-        self.mm.submit(FaultJob(thread, token, thread.process.space, vaddr, access,
-                                verdict=verdict))
-
-    def fault_in(self, space: AddressSpace, vaddr: int, access: Access) -> bool:
-        """A fault on the kernel's behalf (copy-in/out), served at once; True if the page is there."""
-        thread = self.sched.current
-        if thread is not None and thread.process.space is space:
-            pid, tid = thread.process.pid, thread.tid
-        else:       # building a new process's stack: no thread of it runs yet
-            pid = next((p.pid for p in self.processes if p.space is space), 0)
-            tid = pid
-        self.engine.charge(self.costs.fault_entry + self.costs.procnto_fault)
-        self.bus.emit(self.engine.cycles, EventKind.FAULT_BEGIN, pid, tid, vaddr=vaddr,
-                      access=access.name.lower(), origin="kernel")
-        verdict = resolve_fault(space, vaddr, access)
-        cause, signo = verdict.cause, verdict.signal
-        if verdict.outcome is Outcome.NEEDS_PAGER:
-            assert verdict.request is not None
-            if cause is FaultCause.PAGE_IN:       # wait for the device in line
-                done = self.device.submit(self.engine.cycles, pages=1, write=False)
-                self.engine.charge(done - self.engine.cycles)
-            result = self.pager.service(space, verdict.request)
-            cause, signo = result.cause, result.signal
-            if not signo:
-                self.engine.charge(self.costs.zero_page if cause is FaultCause.ZERO_FILL
-                                   else self.costs.copy_page)
-        self.stats.count_fault(cause)
-        self.bus.emit(self.engine.cycles, EventKind.FAULT_END, pid, tid, vaddr=vaddr,
-                      cause=cause.value, signal=signo)
-        return signo == 0
-
     def _fault_signal(self, thread: Thread, signo: int, si_code: int, vaddr: int,
                       access: Access) -> None:
         """A fault the memory manager could not resolve: the default action kills the process."""
@@ -356,6 +283,10 @@ class Kernel:
         self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
                       code=si_code, vaddr=vaddr)
         self._end_process(proc, ExitStatus(signal=signo))
+
+    def process_of(self, space: AddressSpace) -> Process | None:
+        """The process that owns an address space."""
+        return next((p for p in self.processes if p.space is space), None)
 
     def _on_translations_removed(self, code_changed: bool) -> None:
         if code_changed:

@@ -126,22 +126,21 @@ def map_image(space: AddressSpace, image: ElfImage) -> None:
             if lo < hi:
                 chunks = chunks + [FileChunk(lo - page, seg.offset + (lo - start), hi - lo)]
             pages[page] = (prot | seg.prot, chunks)
+    # runs of consecutive pages with the same protection become one mapping each
+    runs: list[list[int]] = []
+    for page in sorted(pages):
+        if runs and runs[-1][-1] + PAGE_SIZE == page and pages[runs[-1][0]][0] == pages[page][0]:
+            runs[-1].append(page)
+        else:
+            runs.append([page])
     fd = os.open(image.path, os.O_RDONLY)
     try:
-        run_start = None
-        for page in sorted(pages) + [None]:
-            # group consecutive pages with the same protection into one mapping
-            if run_start is not None and (page is None or page != run_end or pages[page][0] != run_prot):
-                chunks = _merge([FileChunk(c.object_offset + p - run_start, c.file_offset, c.length)
-                                 for p in range(run_start, run_end, PAGE_SIZE) for c in pages[p][1]])
-                space.insert(Mapping(run_start, run_end, run_prot, Share.PRIVATE,
-                                     FileImage(fd, image.path, chunks), 0, image.path))
-                run_start = None
-            if page is None:
-                break
-            if run_start is None:
-                run_start, run_prot = page, pages[page][0]
-            run_end = page + PAGE_SIZE
+        for run in runs:
+            start, prot = run[0], pages[run[0]][0]
+            chunks = _merge([FileChunk(c.object_offset + p - start, c.file_offset, c.length)
+                             for p in run for c in pages[p][1]])
+            space.insert(Mapping(start, run[-1] + PAGE_SIZE, prot, Share.PRIVATE,
+                                 FileImage(fd, image.path, chunks), 0, image.path))
     finally:
         os.close(fd)
     space.brk_start = space.brk = max(pages) + PAGE_SIZE

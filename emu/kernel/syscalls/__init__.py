@@ -96,7 +96,7 @@ class SyscallTable:
     @classmethod
     def for_arch(cls, arch: str) -> SyscallTable:
         """The table of `arch` with every registered handler."""
-        from emu.kernel.syscalls import fs, memory, proc, threads  # noqa: F401  (registers handlers)
+        from emu.kernel.syscalls import fs, fsmeta, memory, proc, threads  # noqa: F401  (registers)
         table = cls(arch=arch, names=names_by_number(arch))
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:
