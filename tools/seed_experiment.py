@@ -34,6 +34,7 @@ from firmware/build/<arch>/ (`make -C firmware`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emu.profile import load_profile  # noqa: E402  (needs the checkout on sys.path)
+from emu.profile import load_profile  # after the sys.path insert
 
 ARCHES = ("x86_64", "aarch64")
 SPINNER_PRIO = 10
@@ -105,7 +106,7 @@ def run_emu(arch: str, spinners: int, pages: int, toucher_prio: int, workdir: Pa
     cmd += [str(program), str(spinners), str(pages), str(toucher_prio), str(SPINNER_PRIO)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=workdir)
     if proc.returncode != 0:
         raise SystemExit(f"seed_experiment: {' '.join(cmd)} exited {proc.returncode}: "
                          f"{proc.stderr.strip()}")
@@ -144,7 +145,7 @@ def touch_faults(events: list[dict], toucher: tuple[int, int], pages: int) -> li
     for end in range(len(writes), pages - 1, -1):
         run = writes[end - pages:end]
         addrs = [events[i]["vaddr"] for i in run]
-        if addrs[0] % PAGE_SIZE == 0 and all(b - a == PAGE_SIZE for a, b in zip(addrs, addrs[1:])):
+        if addrs[0] % PAGE_SIZE == 0 and all(b - a == PAGE_SIZE for a, b in itertools.pairwise(addrs)):
             return run
     raise SystemExit(f"seed_experiment: no run of {pages} consecutive write faults by the toucher")
 

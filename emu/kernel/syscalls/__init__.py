@@ -10,21 +10,44 @@ from __future__ import annotations
 import errno
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from emu.kernel.process import Process, Thread
 from emu.kernel.syscalls.numbers import SYS_THREADCTL, TABLES, names_by_number
 from emu.mm.uaccess import BadAddress, UserMemory
 
+if TYPE_CHECKING:
+    from emu.kernel.futex import FutexTable
+    from emu.kernel.sched import Scheduler
+    from emu.kernel.timers import TimerQueue
+    from emu.profile import Profile
+
 
 class KernelServices(Protocol):
     """What system calls may ask of the kernel beyond their own process."""
+
+    sched: Scheduler
+    timers: TimerQueue
+    futexes: FutexTable
+    profile: Profile
 
     def exit_thread(self, thread: Thread, code: int) -> None:
         """End one thread."""
 
     def exit_group(self, proc: Process, code: int) -> None:
         """End every thread of a process with exit code `code`."""
+
+    def kill(self, proc: Process, signo: int) -> None:
+        """Terminate a process by a signal's default action."""
+
+    def clone_thread(self, parent: Thread, stack: int, tls: int | None) -> Thread:
+        """A new thread continuing from the parent's system call with result 0."""
+
+    def find_thread(self, tid: int) -> Thread | None:
+        """The live thread with id `tid`."""
+
+    def sleep_until(self, thread: Thread, when: int) -> None:
+        """Block the running thread until the clock reaches `when` cycles."""
 
     def set_tls(self, value: int) -> None:
         """Set the running thread's TLS base register."""
