@@ -79,6 +79,17 @@ def _section(data: dict[str, Any], name: str, cls: type, path: Path) -> Any:
     return cls(**values)
 
 
+def _value(data: dict[str, Any], section: str, key: str, path: Path) -> int:
+    """A non-negative integer setting, or EmuError naming it."""
+    table = data.get(section)
+    if not isinstance(table, dict) or key not in table:
+        raise EmuError(f"profile {path}: missing [{section}] {key}")
+    value = table[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise EmuError(f"profile {path}: [{section}] {key} must be a non-negative integer")
+    return value
+
+
 def load_profile(path: str | Path | None = None) -> Profile:
     """Load a profile file (default: the bundled default.toml); EmuError with one line if invalid."""
     path = Path(path) if path is not None else DEFAULT_PROFILE
@@ -86,17 +97,16 @@ def load_profile(path: str | Path | None = None) -> Profile:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise EmuError(f"cannot read profile {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise EmuError(f"profile {path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise EmuError(f"profile {path}: {exc}") from None
-    machine = data.get("machine", {})
-    try:
-        frequency, slice_ns, prio = (int(machine["frequency_hz"]), int(machine["time_slice_ns"]),
-                                     int(machine["default_priority"]))
-        tlb_fill = int(data["tlb"]["fill"])
-        read_ns = int(data["backing_store"]["read_page_ns"])
-        write_ns = int(data["backing_store"]["write_page_ns"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EmuError(f"profile {path}: missing or bad value {exc}") from None
+    frequency = _value(data, "machine", "frequency_hz", path)
+    slice_ns = _value(data, "machine", "time_slice_ns", path)
+    prio = _value(data, "machine", "default_priority", path)
+    tlb_fill = _value(data, "tlb", "fill", path)
+    read_ns = _value(data, "backing_store", "read_page_ns", path)
+    write_ns = _value(data, "backing_store", "write_page_ns", path)
     if frequency <= 0 or slice_ns <= 0 or not 1 <= prio <= 255:
         raise EmuError(f"profile {path}: frequency and time slice must be positive, "
                        "default_priority 1-255")

@@ -23,6 +23,8 @@ _X86_SIMD_GROUPS = frozenset({x86.X86_GRP_SSE1, x86.X86_GRP_SSE2, x86.X86_GRP_SS
 _A64_MUL = frozenset({"mul", "madd", "msub", "mneg", "smull", "umull", "smulh", "umulh",
                       "smaddl", "umaddl", "smsubl", "umsubl"})
 _A64_DIV = frozenset({"sdiv", "udiv"})
+_X86_STACK = ("push", "pop", "leave")        # memory accesses without a memory operand
+_A64_LOADS_STORES = ("ldr", "prfm")          # includes PC-relative literal loads
 _A64_SIMD_GROUPS = frozenset({a64.ARM64_GRP_NEON, a64.ARM64_GRP_FPARMV8})
 _CALL_RET = frozenset({capstone.CS_GRP_CALL, capstone.CS_GRP_RET})
 _BRANCH = frozenset({capstone.CS_GRP_JUMP, capstone.CS_GRP_BRANCH_RELATIVE})
@@ -82,14 +84,15 @@ class BlockCoster:
                 return c.div
             if name in _X86_MUL:
                 return c.mul
-            if name != "lea" and not name.startswith("nop") and \
-                    any(op.type == x86.X86_OP_MEM for op in insn.operands):
+            if name.startswith(_X86_STACK) or (name != "lea" and not name.startswith("nop") and
+                                               any(op.type == x86.X86_OP_MEM for op in insn.operands)):
                 return c.memory
             return c.fp_simd if groups & _X86_SIMD_GROUPS else c.alu
         if name in _A64_DIV:
             return c.div
         if name in _A64_MUL:
             return c.mul
-        if any(op.type == a64.ARM64_OP_MEM for op in insn.operands):
+        if name.startswith(_A64_LOADS_STORES) or any(op.type == a64.ARM64_OP_MEM
+                                                     for op in insn.operands):
             return c.memory
         return c.fp_simd if name.startswith("f") or groups & _A64_SIMD_GROUPS else c.alu

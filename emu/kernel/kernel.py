@@ -87,7 +87,7 @@ class Kernel:
                             name=f"procnto-mm{i}")
             self.procnto.threads.append(server)
             self.sched.admit_blocked(server, ThreadState.RECEIVE)
-            self.mm.channel.receivers.append(server)
+            self.mm.add_server(server)
 
     # ---- processes and threads ----
 
@@ -163,7 +163,11 @@ class Kernel:
     def sleep_until(self, thread: Thread, when: int) -> None:
         """Block the running `thread` in NANOSLEEP until the clock reaches `when` (result 0)."""
         token = self.sched.block(thread, ThreadState.NANOSLEEP)
-        self.timers.at(when, lambda: self.sched.wake(thread, token, 0))
+
+        def wake() -> None:
+            if self.sched.is_waiting_on(thread, token):     # not killed meanwhile
+                self.sched.wake(thread, token, 0)
+        self.timers.at(when, wake)
 
     def _fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""

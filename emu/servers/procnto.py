@@ -40,7 +40,6 @@ class FaultJob:
     space: AddressSpace
     vaddr: int
     access: Access
-    request: PageRequest | None = None      # set while waiting for the device
     verdict: FaultResolution | None = None  # decided at fault time when nothing can change it
 
 
@@ -67,23 +66,32 @@ class MemoryManager:
         self.charge = charge
         self.count_fault = count_fault
         self.signal_fault = signal_fault
+        self.servers: list[Thread] = []
+
+    def add_server(self, server: Thread) -> None:
+        """A memory-manager thread (already blocked in RECEIVE) joins the pool."""
+        self.servers.append(server)
+        self.channel.receivers.append(server)
 
     def submit(self, job: FaultJob) -> None:
-        """Send the fault pulse at the faulting thread's priority (the thread is already WAITPAGE)."""
-        self.charge(self.costs.pulse)
-        receiver = self.channel.send(job.thread.priority, job)
-        server = receiver
-        self.bus.emit(self.now(), EventKind.PULSE, job.thread.process.pid, job.thread.tid,
-                      priority=job.thread.priority,
-                      server_tid=server.tid if server is not None else None)
-        if receiver is not None:
-            self._wake_receiver(receiver)
+        """Send the fault pulse at the faulting thread's priority (the thread is already WAITPAGE).
 
-    def _wake_receiver(self, server: Thread) -> None:
-        prio = self.channel.peek_priority()
-        assert prio is not None
-        server.priority = prio                       # inherit the pulse's priority
-        self.sched.wake(server, server.wait_token)
+        A server waiting in RECEIVE is woken at that priority. If every server is
+        busy, the first one below that priority is raised to it (QNX priority
+        inheritance), so that the pulse is not starved by threads in between.
+        """
+        self.charge(self.costs.pulse)
+        prio = job.thread.priority
+        receiver = self.channel.send(prio, job)
+        server = receiver or next((s for s in self.servers if s.priority < prio), None)
+        self.bus.emit(self.now(), EventKind.PULSE, job.thread.process.pid, job.thread.tid,
+                      priority=prio, server_pid=server.process.pid if server else None,
+                      server_tid=server.tid if server else None)
+        if receiver is not None:
+            receiver.priority = prio                 # inherit the pulse's priority
+            self.sched.wake(receiver, receiver.wait_token)
+        elif server is not None:
+            self.sched.set_priority(server, prio)
 
     # ---- the server thread's body: called each time the scheduler runs it ----
 
@@ -101,16 +109,24 @@ class MemoryManager:
             server.job = job
             if server.priority != pulse.priority:
                 self.sched.set_priority(server, pulse.priority)
-            self._start(server, job)
+            if self.sched.is_waiting_on(job.thread, job.token):
+                self.charge(self.costs.procnto_fault)
+                self._act(server, job, job.verdict or resolve_fault(job.space, job.vaddr, job.access))
+            else:
+                server.job = None                    # the faulting process died meanwhile
+        elif self.sched.is_waiting_on(job.thread, job.token):
+            # back from the device: decide again, the page or the mapping may have changed
+            verdict = resolve_fault(job.space, job.vaddr, job.access)
+            if verdict.outcome is Outcome.NEEDS_PAGER:
+                assert verdict.request is not None
+                self._service(server, job, verdict.request)
+            else:
+                self._act(server, job, verdict)
         else:
-            self._finish_page_in(server, job)
+            server.job = None
 
-    def _start(self, server: Thread, job: FaultJob) -> None:
-        if not self.sched.is_waiting_on(job.thread, job.token):
-            server.job = None                        # the faulting process died meanwhile
-            return
-        self.charge(self.costs.procnto_fault)
-        verdict = job.verdict or resolve_fault(job.space, job.vaddr, job.access)
+    def _act(self, server: Thread, job: FaultJob, verdict: FaultResolution) -> None:
+        """Carry out the resolver's verdict: done, signal, wait for the device, or fill now."""
         if verdict.outcome is Outcome.RESOLVED:
             self._done(server, job, verdict.cause)
         elif verdict.outcome is Outcome.SIGNAL:
@@ -118,19 +134,11 @@ class MemoryManager:
         else:
             assert verdict.request is not None
             if verdict.cause is FaultCause.PAGE_IN:
-                job.request = verdict.request
                 done_at = self.device.submit(self.now(), pages=1, write=False)
                 token = self.sched.block(server, ThreadState.REPLY)
-                self.timers.at(done_at, lambda: self.sched.wake(server, token))
+                self.timers.at(done_at, lambda: self.sched.wake(server, token))  # servers never die
             else:
                 self._service(server, job, verdict.request)
-
-    def _finish_page_in(self, server: Thread, job: FaultJob) -> None:
-        assert job.request is not None
-        if not self.sched.is_waiting_on(job.thread, job.token):
-            server.job = None
-            return
-        self._service(server, job, job.request)
 
     def _service(self, server: Thread, job: FaultJob, request: PageRequest) -> None:
         result = self.pager.service(job.space, request)

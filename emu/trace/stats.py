@@ -5,6 +5,7 @@ so two runs of the same program with the same inputs give the same report.
 """
 from __future__ import annotations
 
+import math
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,8 +78,8 @@ class RunStats:
         if not values:
             return {"count": 0, "mean": 0, "p50": 0, "p99": 0, "max": 0}
 
-        def pct(p: float) -> int:
-            return values[min(len(values) - 1, int(p * len(values)))]
+        def pct(p: float) -> int:          # nearest-rank percentile
+            return values[max(0, math.ceil(p * len(values)) - 1)]
         return {"count": len(values), "mean": round(sum(values) / len(values), 1),
                 "p50": pct(0.50), "p99": pct(0.99), "max": values[-1]}
 
