@@ -5,7 +5,6 @@ import io
 import json
 import signal
 
-import pytest
 
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
