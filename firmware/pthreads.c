@@ -8,6 +8,8 @@
  *   condvar: sum=<sum of 1..200>
  *   sched: policy=SCHED_RR priority=20
  *   sleep: ok          CLOCK_MONOTONIC advanced by at least the 2 ms slept
+ *   cputime: ok        ...while the thread's CPU-time clock advanced by far less, and the
+ *                      process's CPU time is at least the thread's
  *   yield: ok
  */
 #define _GNU_SOURCE
@@ -75,10 +77,10 @@ static long consume(void)
     return sum;
 }
 
-static long long now_ns(void)
+static long long clock_ns(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -112,11 +114,16 @@ int main(int argc, char **argv)
     printf("sched: policy=%s priority=%d\n", policy == SCHED_RR ? "SCHED_RR" : "other",
            param.sched_priority);
 
-    long long before = now_ns();
+    long long before = clock_ns(CLOCK_MONOTONIC);
+    long long cpu_before = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     struct timespec two_ms = {0, 2000000};
     check(nanosleep(&two_ms, NULL) == 0, "nanosleep");
-    check(now_ns() - before >= 2000000, "monotonic clock advanced by the sleep");
+    check(clock_ns(CLOCK_MONOTONIC) - before >= 2000000, "monotonic clock advanced by the sleep");
     puts("sleep: ok");
+    long long thread_cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    check(thread_cpu - cpu_before < 1000000, "sleeping does not use CPU time");
+    check(clock_ns(CLOCK_PROCESS_CPUTIME_ID) >= thread_cpu, "process CPU time >= thread's");
+    puts("cputime: ok");
 
     check(sched_yield() == 0, "sched_yield");
     puts("yield: ok");

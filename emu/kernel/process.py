@@ -57,6 +57,8 @@ class Thread:
     body: Callable[[Thread], None] | None = None    # kernel thread: runs instead of guest code
     job: Any = None                 # a server thread's work in progress
     name: str = ""
+    cpu_cycles: int = 0             # cycles spent RUNNING, up to `running_since`
+    running_since: int = 0          # when it last became RUNNING
 
     @property
     def is_kernel_thread(self) -> bool:

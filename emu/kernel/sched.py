@@ -39,9 +39,19 @@ class Scheduler:
     def _transition(self, thread: Thread, new: ThreadState) -> None:
         old = thread.state
         assert old is not ThreadState.DEAD, f"thread {thread.tid} is dead"
+        now = self.now()
+        if old is ThreadState.RUNNING:
+            thread.cpu_cycles += now - thread.running_since
+        elif new is ThreadState.RUNNING:
+            thread.running_since = now
         thread.state = new
-        self.bus.publish(Event(self.now(), EventKind.STATE, thread.process.pid, thread.tid,
+        self.bus.publish(Event(now, EventKind.STATE, thread.process.pid, thread.tid,
                                {"from": old, "to": new}))
+
+    def cpu_time(self, thread: Thread) -> int:
+        """Cycles `thread` has spent RUNNING so far."""
+        running = self.now() - thread.running_since if thread.state is ThreadState.RUNNING else 0
+        return thread.cpu_cycles + running
 
     # ---- becoming ready ----
 

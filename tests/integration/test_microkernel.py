@@ -20,7 +20,7 @@ def test_glibc_pthreads_work(firmware: Path, arch: str, emu) -> None:  # type: i
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [
         "mutex: counter=2000", "condvar: sum=20100", "sched: policy=SCHED_RR priority=20",
-        "sleep: ok", "yield: ok", "all ok"]
+        "sleep: ok", "cputime: ok", "yield: ok", "all ok"]
     stats = run.stats
     assert stats is not None
     guest_threads = [t for t in stats["threads"] if t["pid"] != 1]

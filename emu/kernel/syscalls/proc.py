@@ -12,6 +12,7 @@ RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
 _LIMITS = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_NOFILE: (1024, 1024)}
 CLOCK_REALTIME_EPOCH_NS = 1_767_225_600 * 10**9     # simulated boot: 2026-01-01T00:00:00Z
 CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI = 0, 5, 8, 11
+CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 2, 3
 _MAX_CLOCK_ID = 11
 
 
@@ -131,7 +132,12 @@ def sys_getrandom(ctx: SyscallContext, buf: int, length: int, flags: int, *_: in
 def _clock_ns(ctx: SyscallContext, clock_id: int) -> int:
     if not 0 <= clock_id <= _MAX_CLOCK_ID:
         raise OSError(errno.EINVAL, "bad clock")
-    now = ctx.kernel.now_ns()
+    kernel = ctx.kernel
+    if clock_id == CLOCK_PROCESS_CPUTIME_ID:
+        return kernel.profile.nanoseconds(sum(kernel.sched.cpu_time(t) for t in ctx.proc.threads))
+    if clock_id == CLOCK_THREAD_CPUTIME_ID:
+        return kernel.profile.nanoseconds(kernel.sched.cpu_time(ctx.thread))
+    now = kernel.now_ns()
     if clock_id in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI):
         return CLOCK_REALTIME_EPOCH_NS + now
     return now
