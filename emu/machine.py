@@ -80,7 +80,8 @@ def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
         arch=spec.name, program=config.program, exit_code=status.shell_code,
         exit_signal=status.signal, instructions=st.instructions, cycles=st.cycles,
         tlb_fills=st.tlb_fills, stats=stats, frames_total=frames.total,
-        frames_peak=frames.peak, syscalls=kernel.syscalls.counts, threads=threads,
+        frames_peak=frames.peak, lazy_allocations=kernel.pager.lazy_allocations,
+        syscalls=kernel.syscalls.counts, threads=threads,
         host={"wall_seconds": round(time.perf_counter() - started, 6)})
     return RunResult(status.shell_code, status.signal, report)
 

@@ -2,7 +2,11 @@
  * page_touch - demand paging of a fresh anonymous mapping: first-touch
  * writes, zero-filled untouched pages, read-back, munmap.
  *
- * Usage: page_touch N [STRIDE_PAGES]
+ * Usage: page_touch N [STRIDE_PAGES [MODE]]
+ *   MODE is how the region is mapped: "commit" (default: frames committed at
+ *   mmap, which fails with ENOMEM when RAM is short), "lazy" (MAP_LAZY: a frame
+ *   at first touch, SIGBUS when none is left) or "noreserve" (MAP_NORESERVE,
+ *   which emu treats like MAP_LAZY).
  *   Maps N pages (N = 0 skips mmap/munmap), writes one byte into every
  *   STRIDE_PAGES-th page (default 1, must be >= 1) starting with page 0, then
  *   reads one byte back from every page. Page i holds its byte at offset
@@ -17,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "emu.h"
 #include "fwutil.h"
 
 static unsigned char page_value(uint64_t page)
@@ -32,12 +37,20 @@ static unsigned char *probe_byte(unsigned char *region, uint64_t page, size_t pa
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3)
-        fail_with(EXIT_USAGE, "usage: page_touch N [STRIDE_PAGES]");
+    if (argc < 2 || argc > 4)
+        fail_with(EXIT_USAGE, "usage: page_touch N [STRIDE_PAGES [commit|lazy|noreserve]]");
     uint64_t pages = parse_count(argv[1], "N");
     uint64_t stride = argc > 2 ? parse_count(argv[2], "STRIDE_PAGES") : 1;
     if (stride == 0)
         fail_with(EXIT_USAGE, "STRIDE_PAGES must be >= 1");
+    int extra_flags = 0;
+    const char *mode = argc > 3 ? argv[3] : "commit";
+    if (strcmp(mode, "lazy") == 0)
+        extra_flags = MAP_LAZY;
+    else if (strcmp(mode, "noreserve") == 0)
+        extra_flags = MAP_NORESERVE;
+    else if (strcmp(mode, "commit") != 0)
+        fail_with(EXIT_USAGE, "MODE must be commit, lazy or noreserve");
 
     long page_size_result = sysconf(_SC_PAGESIZE);
     if (page_size_result <= 0)
@@ -49,7 +62,8 @@ int main(int argc, char **argv)
 
     unsigned char *region = NULL;
     if (pages > 0) {
-        region = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        region = mmap(NULL, length, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
         if (region == MAP_FAILED)
             fail_errno("mmap");
     }

@@ -18,7 +18,7 @@ from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
 from emu.mm.fault import ACCESS_BY_VALUE, Access, FaultCause, FaultResolution, Outcome, resolve_fault
 from emu.mm.frames import FrameAllocator
-from emu.mm.pager import Pager
+from emu.mm.pager import Pager, work_cycles
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
 from emu.servers.procnto import FaultJob, MemoryManager
@@ -83,7 +83,8 @@ class FaultEntry:
         """Take a fault's whole slow path from inside the fill hook, when that changes nothing.
 
         Only when no other guest thread could run before the faulting one
-        resumes — the fault is a zero-fill with a frame free, a memory-manager
+        resumes — the fault needs no device (zero-fill, lazy allocation with a
+        frame free, write tracking), a memory-manager
         thread is waiting with no pulse queued, no thread of the same or higher
         priority is ready, and no timer falls due in the meantime — are the same
         steps (WAITPAGE, pulse, procnto, READY, dispatch) taken here. Otherwise
@@ -94,8 +95,10 @@ class FaultEntry:
             return False
         access = ACCESS_BY_VALUE[access_value]
         verdict = resolve_fault(thread.process.space, vaddr, access)
-        if verdict.cause is not FaultCause.ZERO_FILL or not self.frames.free_count:
-            return False
+        cause = verdict.cause
+        if not (cause is FaultCause.ZERO_FILL or cause is FaultCause.WRITE_TRACK
+                or (cause is FaultCause.LAZY_ALLOC and self.frames.unreserved > 0)):
+            return False        # page-ins wait for the device; signals stop the thread
         channel = self.mm.channel
         if not channel.receivers or channel.peek_priority() is not None \
                 or self.sched.has_ready(thread.priority):
@@ -132,8 +135,7 @@ class FaultEntry:
             result = self.pager.service(space, verdict.request)
             cause, signo = result.cause, result.signal
             if not signo:
-                self.engine.charge(costs.zero_page if cause is FaultCause.ZERO_FILL
-                                   else costs.copy_page)
+                self.engine.charge(work_cycles(cause, costs))
         self.stats.count_fault(cause)
         self.bus.emit(self.engine.cycles, EventKind.FAULT_END, pid, tid, vaddr=vaddr,
                       cause=cause.value, signal=signo)

@@ -114,8 +114,9 @@ class Kernel:
         proc = self._new_process(image.arch, exe, uid)
         self._live_guests += 1
         map_image(proc.space, image)
+        # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
-                                  Share.PRIVATE, AnonymousMemory(), 0, "[stack]"))
+                                  Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
         who = ProcessIdentity(uid=uid, gid=uid, hwcap=self.engine.spec.hwcap,
                               platform=self.engine.spec.platform)
         sp = build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, exe, who)

@@ -35,11 +35,13 @@ ACCESS_BY_VALUE = {a.value: a for a in Access}
 class FaultCause(enum.Enum):
     """Why a fault happened; the keys of `faults.by_cause` in the stats."""
 
-    ZERO_FILL = "zero_fill"
-    PAGE_IN = "page_in"
+    ZERO_FILL = "zero_fill"         # committed anonymous page set up on first touch
+    LAZY_ALLOC = "lazy_alloc"       # MAP_LAZY / MAP_NORESERVE page: frame allocated now
+    PAGE_IN = "page_in"             # page read from a file
+    WRITE_TRACK = "write_track"     # first write to a present, not yet modified page
     SIGBUS = "sigbus"
     SIGSEGV = "sigsegv"
-    SPURIOUS = "spurious"       # translation already present (another fault fixed it)
+    SPURIOUS = "spurious"           # translation already present (another fault fixed it)
 
 
 class Outcome(enum.Enum):
@@ -90,8 +92,26 @@ def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResol
         return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
                                signal=signal.SIGSEGV, si_code=SEGV_ACCERR)
     pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
-    if pte is not None and pte.perms & access.prot:
-        return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
-    cause = FaultCause.PAGE_IN if mapping.obj.is_file else FaultCause.ZERO_FILL
+    if pte is not None:
+        if pte.perms & access.prot:
+            return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
+        # present but read-only in a writable mapping: the page's first write
+        cause = FaultCause.WRITE_TRACK
+    elif mapping.obj.is_file:
+        cause = FaultCause.PAGE_IN
+    else:
+        cause = FaultCause.LAZY_ALLOC if mapping.lazy else FaultCause.ZERO_FILL
     return FaultResolution(Outcome.NEEDS_PAGER, cause,
                            request=PageRequest(vaddr, access, mapping, cause))
+
+
+def initial_perms(mapping: Mapping, access: Access) -> tuple[int, bool]:
+    """(PTE permissions, modified) for a page being set up by `access`.
+
+    A page set up by a read or fetch is mapped read-only even in a writable
+    mapping, so that its first write faults and marks it modified (write
+    tracking); a page set up by a write is writable and modified at once.
+    """
+    if access is Access.WRITE:
+        return mapping.prot, True
+    return mapping.prot & ~PROT_WRITE, False

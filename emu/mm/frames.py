@@ -6,7 +6,8 @@ going through the guest's MMU. Frames are reference-counted so that pages can
 be shared (copy-on-write, page cache).
 
 Invariants: a frame is either on the free list with refcount 0, or off it with
-refcount >= 1; `in_use` equals the number of frames off the free list.
+refcount >= 1; `in_use` equals the number of frames off the free list; frames
+reserved for committed memory never exceed the free frames.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class FrameAllocator:
         # lowest frame numbers are handed out first: pop() takes from the end
         self._free = list(range(total_frames - 1, -1, -1))
         self.peak = 0
+        self.reserved = 0           # free frames promised to committed mappings
 
     @property
     def in_use(self) -> int:
@@ -76,9 +78,29 @@ class FrameAllocator:
         """Number of frames on the free list."""
         return len(self._free)
 
-    def allocate(self) -> int:
-        """Take a free frame with refcount 1; raise OutOfFrames when none is left."""
-        if not self._free:
+    @property
+    def unreserved(self) -> int:
+        """Free frames not promised to anyone."""
+        return len(self._free) - self.reserved
+
+    def reserve(self, count: int) -> None:
+        """Promise `count` free frames to committed memory; OutOfFrames if they are not there."""
+        if count > self.unreserved:
+            raise OutOfFrames()
+        self.reserved += count
+
+    def unreserve(self, count: int) -> None:
+        """Give back `count` promised frames that will not be used."""
+        assert 0 <= count <= self.reserved, f"unreserving {count} of {self.reserved}"
+        self.reserved -= count
+
+    def allocate(self, reserved: bool = False) -> int:
+        """Take a free frame with refcount 1: one promised earlier (`reserved`) or an unpromised
+        one; raise OutOfFrames when there is none."""
+        if reserved:
+            assert self.reserved > 0, "allocating a reserved frame that was never reserved"
+            self.reserved -= 1
+        elif self.unreserved <= 0:
             raise OutOfFrames()
         frame = self._free.pop()
         assert self._refcount[frame] == 0, f"free frame {frame} has references"

@@ -8,10 +8,11 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from emu.mm.fault import BUS_OBJERR, FaultCause, PageRequest
+from emu.mm.fault import BUS_OBJERR, FaultCause, PageRequest, initial_perms
 from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.pagetable import Pte
 from emu.mm.vmspace import AddressSpace
+from emu.profile import KernelCosts
 
 
 @dataclass(slots=True)
@@ -23,6 +24,15 @@ class PagerResult:
     si_code: int = 0
 
 
+def work_cycles(cause: FaultCause, costs: KernelCosts) -> int:
+    """Cycles of page work a serviced request costs: zeroing, copying, or none."""
+    if cause in (FaultCause.ZERO_FILL, FaultCause.LAZY_ALLOC):
+        return costs.zero_page
+    if cause is FaultCause.PAGE_IN:
+        return costs.copy_page
+    return 0
+
+
 class Pager:
     """Makes pages present: frames from the allocator, contents from the memory object."""
 
@@ -30,18 +40,29 @@ class Pager:
         """A pager over one machine's RAM and frames."""
         self.ram = ram
         self.frames = frames
+        self.lazy_allocations = 0
 
     def service(self, space: AddressSpace, request: PageRequest) -> PagerResult:
-        """Allocate and fill a frame for the request and map it with the mapping's permissions."""
+        """Carry out a request: mark a page written (write tracking), or give it a frame
+        (from the mapping's commitment, or a fresh one for lazy and file pages), fill it
+        and map it with the permissions `initial_perms` decides."""
         vpn = request.vaddr >> PAGE_SHIFT
+        mapping = request.mapping
+        if request.cause is FaultCause.WRITE_TRACK:
+            pte = space.page_table.lookup(vpn)
+            assert pte is not None, f"write tracking an absent page {request.vaddr:#x}"
+            space.page_table.map(vpn, pte._replace(perms=mapping.prot, modified=True))
+            return PagerResult(request.cause)
         assert space.page_table.lookup(vpn) is None, f"page {request.vaddr:#x} is already present"
         try:
-            frame = self.frames.allocate()
+            frame = self.frames.allocate(reserved=mapping.commits)
         except OutOfFrames:
             return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
+        if request.cause is FaultCause.LAZY_ALLOC:
+            self.lazy_allocations += 1
         self.ram.zero_frame(frame)
         base = frame << PAGE_SHIFT
-        mapping = request.mapping
         mapping.obj.fill(mapping.object_offset(request.vaddr), self.ram.view[base:base + PAGE_SIZE])
-        space.page_table.map(vpn, Pte(frame=frame, perms=mapping.prot, modified=False))
+        perms, modified = initial_perms(mapping, request.access)
+        space.page_table.map(vpn, Pte(frame=frame, perms=perms, modified=modified))
         return PagerResult(request.cause)

@@ -45,6 +45,13 @@ class Mapping:
     obj: MemoryObject
     offset: int                 # object offset of `start`
     name: str = ""
+    lazy: bool = False          # MAP_LAZY / MAP_NORESERVE: frames at first touch, no commit
+    locked: bool = False        # mlock / MAP_LOCKED / mlockall: resident since set up
+
+    @property
+    def commits(self) -> bool:
+        """Whether the mapping's frames are committed when it is created (anonymous, not lazy)."""
+        return not self.lazy and not self.obj.is_file
 
     def object_offset(self, vaddr: int) -> int:
         """Object offset of the page containing `vaddr`."""
@@ -121,9 +128,16 @@ class AddressSpace:
     # ---- changes ----
 
     def insert(self, mapping: Mapping) -> None:
-        """Add a mapping over a free range."""
+        """Add a mapping over a free range, committing its frames if it commits
+        (OutOfFrames, and nothing inserted, when RAM cannot cover them)."""
         assert mapping.start % PAGE_SIZE == 0 and mapping.end % PAGE_SIZE == 0
         assert mapping.start < mapping.end and not self.overlaps(mapping.start, mapping.end)
+        if mapping.commits:
+            self._frames.reserve(mapping.length >> PAGE_SHIFT)
+        self._place(mapping)
+
+    def _place(self, mapping: Mapping) -> None:
+        """Put a mapping in the sorted list (no commit accounting: splits keep theirs)."""
         i = bisect.bisect_left(self._starts, mapping.start)
         self._starts.insert(i, mapping.start)
         self._maps.insert(i, mapping)
@@ -137,11 +151,13 @@ class AddressSpace:
             for piece in (m.clipped(m.start, start) if m.start < start else None,
                           m.clipped(end, m.end) if m.end > end else None):
                 if piece is not None:
-                    self.insert(piece)
+                    self._place(piece)
             removed.append(m.clipped(max(m.start, start), min(m.end, end)))
         code = False
         for m in removed:
-            self._drop_pages(m.start, m.end)
+            resident = self._drop_pages(m.start, m.end)
+            if m.commits:
+                self._frames.unreserve((m.length >> PAGE_SHIFT) - resident)
             code |= bool(m.prot & PROT_EXEC)
         if removed:
             self._on_tlb_change(code)
@@ -159,22 +175,31 @@ class AddressSpace:
                           replace(m.clipped(lo, hi), prot=prot),
                           m.clipped(hi, m.end) if m.end > hi else None):
                 if piece is not None:
-                    self.insert(piece)
+                    self._place(piece)
         for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
-            self.page_table.map(vpn, pte._replace(perms=prot))
+            # a page not yet modified stays read-only: its first write is tracked
+            self.page_table.map(vpn, pte._replace(perms=prot if pte.modified else prot & ~PROT_WRITE))
         self._on_tlb_change(code)
 
     def discard(self, start: int, end: int) -> None:
         """Drop the pages of [start, end) but keep the mappings (MADV_DONTNEED): next touch refills them."""
-        self._drop_pages(start, end)
-        code = any(self._maps[i].prot & PROT_EXEC for i in self._overlapping(start, end))
+        code = False
+        for i in list(self._overlapping(start, end)):
+            m = self._maps[i]
+            dropped = self._drop_pages(max(m.start, start), min(m.end, end))
+            if m.commits:
+                self._frames.reserve(dropped)      # committed again for the next touch
+            code |= bool(m.prot & PROT_EXEC)
         self._on_tlb_change(code)
 
     def release_all(self) -> None:
         """Unmap everything (process exit)."""
         self.remove(0, 1 << 64)
 
-    def _drop_pages(self, start: int, end: int) -> None:
-        for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+    def _drop_pages(self, start: int, end: int) -> int:
+        """Unmap and release every resident page of [start, end); returns how many there were."""
+        entries = list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT))
+        for vpn, pte in entries:
             self.page_table.unmap(vpn)
             self._frames.release(pte.frame)
+        return len(entries)

@@ -25,7 +25,7 @@ from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
 from emu.mm.fault import Access, FaultCause, FaultResolution, Outcome, PageRequest, resolve_fault
-from emu.mm.pager import Pager
+from emu.mm.pager import Pager, work_cycles
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
 from emu.trace.events import EventBus, EventKind
@@ -143,8 +143,7 @@ class MemoryManager:
     def _service(self, server: Thread, job: FaultJob, request: PageRequest) -> None:
         result = self.pager.service(job.space, request)
         if not result.signal:
-            self.charge(self.costs.zero_page if request.cause is FaultCause.ZERO_FILL
-                        else self.costs.copy_page)
+            self.charge(work_cycles(request.cause, self.costs))
         self._done(server, job, result.cause, result.signal, result.si_code)
 
     def _done(self, server: Thread, job: FaultJob, cause: FaultCause, signo: int = 0,

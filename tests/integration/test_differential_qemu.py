@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_emu
+from tests.conftest import run_emu
 
 QEMU = {"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64"}
 CASES = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_emu
+from tests.conftest import run_emu
 
 HELLO_C = r"""
 #include <stdio.h>

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_emu
+from tests.conftest import run_emu
 
 SLICE_NS = 4_000_000        # the default profile's round-robin slice
 

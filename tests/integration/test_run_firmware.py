@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import EmuRun
+from tests.conftest import EmuRun
 
 STATS_KEYS = ("arch", "exit", "instructions", "tlb", "faults", "mm")
 

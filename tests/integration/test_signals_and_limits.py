@@ -36,10 +36,3 @@ def test_small_ram_limits_frames(firmware: Path, arch: str, emu) -> None:  # typ
     run = emu("--ram", "2M", firmware / arch / "page_touch", "100")
     assert run.returncode == 0
     assert run.stats is not None and run.stats["mm"]["frames_total"] == 512
-
-
-def test_running_out_of_ram_is_sigbus(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]
-    run = emu("--ram", "2M", firmware / arch / "page_touch", "1000")
-    assert run.returncode == 128 + 7
-    assert "SIGBUS" in run.stderr
-    assert run.stats is not None and run.stats["faults"]["by_cause"]["sigbus"] == 1

@@ -38,19 +38,21 @@ class Memory:
         assert verdict.request is not None
         return self.pager.service(self.space, verdict.request).signal == 0
 
-    def map_anon(self, start: int, pages: int, prot: int, name: str = "[anon]") -> Mapping:
-        """Insert an anonymous private mapping of `pages` pages at `start`."""
+    def map_anon(self, start: int, pages: int, prot: int, name: str = "[anon]",
+                 lazy: bool = False) -> Mapping:
+        """Insert an anonymous private mapping of `pages` pages at `start` (committed unless lazy)."""
         mapping = Mapping(start, start + pages * PAGE_SIZE, prot, Share.PRIVATE,
-                          AnonymousMemory(), 0, name)
+                          AnonymousMemory(), 0, name, lazy=lazy)
         self.space.insert(mapping)
         return mapping
 
     def populate(self, start: int, end: int) -> None:
-        """Make every page of [start, end) present (as first-touch faults would)."""
+        """Make every page of [start, end) present, as first-touch writes would (reads where
+        the mapping is not writable)."""
         for vaddr in range(start, end, PAGE_SIZE):
             mapping = self.space.find(vaddr)
             assert mapping is not None
-            access = Access.READ if mapping.prot & 1 else Access.WRITE
+            access = Access.WRITE if mapping.prot & 2 else Access.READ
             assert self.fault_in(vaddr, access)
 
 

@@ -242,8 +242,9 @@ def test_faults_by_cause_starts_with_every_cause_at_zero():
     stats = RunStats()
     stats.count_fault(FaultCause.ZERO_FILL)
     stats.count_fault(FaultCause.ZERO_FILL)
-    assert dict(stats.faults_by_cause) == {"zero_fill": 2, "page_in": 0, "sigbus": 0,
-                                           "sigsegv": 0, "spurious": 0}
+    assert dict(stats.faults_by_cause) == {"zero_fill": 2, "lazy_alloc": 0, "page_in": 0,
+                                           "write_track": 0, "sigbus": 0, "sigsegv": 0,
+                                           "spurious": 0}
 
 
 def test_signal_name():

@@ -6,6 +6,8 @@ import signal
 
 import pytest
 
+from emu.mm.frames import OutOfFrames
+
 from emu.mm.fault import (BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, Access, FaultCause, Outcome,
                           PageRequest, resolve_fault)
 from emu.mm.frames import PAGE_SIZE
@@ -140,16 +142,50 @@ def test_zero_fill_maps_a_zeroed_frame_with_the_mapping_permissions(mem):
     pte = mem.space.page_table.lookup(BASE >> 12)
     assert pte.frame == dirty
     assert pte.perms == PTE_READ | PTE_WRITE | PTE_EXEC
-    assert pte.modified is False
+    assert pte.modified is True                    # set up by a write: modified at once
     assert page_bytes(mem, BASE) == bytes(P)
     assert mem.frames.in_use == 1
 
 
 def test_after_service_the_fault_resolves(mem):
     mem.map_anon(BASE, 1, RW)
-    service(mem, BASE, Access.READ)
+    service(mem, BASE, Access.WRITE)
     assert resolve_fault(mem.space, BASE, Access.READ).outcome is Outcome.RESOLVED
     assert resolve_fault(mem.space, BASE, Access.WRITE).outcome is Outcome.RESOLVED
+
+
+def test_a_page_first_read_is_read_only_until_its_first_write(mem):
+    mem.map_anon(BASE, 1, RW)
+    assert service(mem, BASE, Access.READ).cause is FaultCause.ZERO_FILL
+    pte = mem.space.page_table.lookup(BASE >> 12)
+    assert (pte.perms, pte.modified) == (PTE_READ, False)
+    assert resolve_fault(mem.space, BASE, Access.READ).outcome is Outcome.RESOLVED
+    verdict = resolve_fault(mem.space, BASE, Access.WRITE)
+    assert (verdict.outcome, verdict.cause) == (Outcome.NEEDS_PAGER, FaultCause.WRITE_TRACK)
+    assert mem.pager.service(mem.space, verdict.request).cause is FaultCause.WRITE_TRACK
+    pte = mem.space.page_table.lookup(BASE >> 12)
+    assert (pte.perms, pte.modified) == (PTE_READ | PTE_WRITE, True)
+    assert mem.frames.in_use == 1                  # the same frame: tracking copies nothing
+
+
+def test_committed_mapping_reserves_frames_and_fails_when_short():
+    mem = make_memory(frames=4)
+    mem.map_anon(BASE, 3, RW)
+    assert (mem.frames.reserved, mem.frames.unreserved) == (3, 1)
+    with pytest.raises(OutOfFrames):
+        mem.map_anon(BASE + 8 * P, 2, RW)
+    assert mem.space.find(BASE + 8 * P) is None
+    service(mem, BASE, Access.WRITE)               # consumes one reservation
+    assert (mem.frames.reserved, mem.frames.in_use) == (2, 1)
+    mem.space.remove(BASE, BASE + 3 * P)           # gives back the rest
+    assert (mem.frames.reserved, mem.frames.in_use) == (0, 0)
+
+
+def test_lazy_mapping_takes_a_frame_at_first_touch(mem):
+    mem.map_anon(BASE, 2, RW, lazy=True)
+    assert mem.frames.reserved == 0
+    assert service(mem, BASE, Access.WRITE).cause is FaultCause.LAZY_ALLOC
+    assert mem.pager.lazy_allocations == 1
 
 
 def test_each_page_gets_its_own_frame(mem):
@@ -162,7 +198,7 @@ def test_each_page_gets_its_own_frame(mem):
 
 def test_out_of_frames_is_sigbus_objerr_and_maps_nothing():
     mem = make_memory(frames=2)
-    mem.map_anon(BASE, 3, RW)
+    mem.map_anon(BASE, 3, RW, lazy=True)
     service(mem, BASE)
     service(mem, BASE + P)
     result = service(mem, BASE + 2 * P)

@@ -176,7 +176,7 @@ def test_fault_in_gets_the_access_of_the_copy(mem):
 
 def test_out_of_frames_during_copy_is_bad_address():
     mem = make_memory(frames=1)
-    mem.map_anon(BASE, 2, RW)
+    mem.map_anon(BASE, 2, RW, lazy=True)
     user = UserMemory(mem.space, mem.ram, mem.fault_in)
     with pytest.raises(BadAddress):
         user.write(BASE + P - 1, b"ab")

@@ -16,8 +16,8 @@ RX = PROT_READ | PROT_EXEC
 BASE = 0x10_0000
 
 
-def anon(start: int, end: int, prot: int = RW, offset: int = 0) -> Mapping:
-    return Mapping(start, end, prot, Share.PRIVATE, AnonymousMemory(), offset, "[anon]")
+def anon(start: int, end: int, prot: int = RW, offset: int = 0, lazy: bool = False) -> Mapping:
+    return Mapping(start, end, prot, Share.PRIVATE, AnonymousMemory(), offset, "[anon]", lazy=lazy)
 
 
 def spans(space) -> list[tuple[int, int, int]]:
@@ -141,7 +141,7 @@ def test_find_free_result_is_free(mem):
 
 
 def test_find_free_fails_below_mmap_min(mem):
-    mem.space.insert(anon(MMAP_MIN + P, MMAP_BASE))
+    mem.space.insert(anon(MMAP_MIN + P, MMAP_BASE, lazy=True))      # too big to commit
     assert mem.space.find_free(P) == MMAP_MIN
     assert mem.space.find_free(2 * P) is None
     assert mem.space.find_free(MMAP_BASE) is None

@@ -5,13 +5,15 @@ import errno
 import os
 
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
-from emu.mm.frames import PAGE_SIZE
+from emu.mm.frames import PAGE_SIZE, OutOfFrames
 from emu.mm.objects import AnonymousMemory, FileChunk, FileImage
 from emu.mm.vmspace import (MMAP_MIN, PROT_EXEC, PROT_READ, PROT_WRITE, STACK_TOP, Mapping,
                             Share, page_align_up)
 
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
 MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
+MAP_LAZY = 0x80                 # QNX extension (firmware/include/emu.h)
+MAP_NORESERVE = 0x4000          # treated like MAP_LAZY
 MAP_FIXED_NOREPLACE = 0x100000
 MADV_DONTNEED, MADV_FREE = 4, 8
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
@@ -56,7 +58,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
             return -errno.EPERM
         if flags & MAP_FIXED_NOREPLACE and space.overlaps(addr, end):
             return -errno.EEXIST
-        space.remove(addr, end)
+        space.remove(addr, end)         # (Linux too loses the old mapping if the new one fails)
         start = addr
     elif addr and addr % PAGE_SIZE == 0 and space.is_free(addr, addr + size):
         start = addr
@@ -65,7 +67,11 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         if found is None:
             return -errno.ENOMEM
         start = found
-    space.insert(Mapping(start, start + size, prot, share, obj, offset, name))
+    lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE))
+    try:
+        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
+    except OutOfFrames:
+        return -errno.ENOMEM            # committing the frames failed: RAM is short
     return start
 
 
@@ -120,8 +126,11 @@ def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
     if new_end > old_end:
         if not space.is_free(old_end, new_end):
             return space.brk
-        space.insert(Mapping(old_end, new_end, PROT_READ | PROT_WRITE, Share.PRIVATE,
-                             AnonymousMemory(), 0, "[heap]"))
+        try:
+            space.insert(Mapping(old_end, new_end, PROT_READ | PROT_WRITE, Share.PRIVATE,
+                                 AnonymousMemory(), 0, "[heap]"))
+        except OutOfFrames:
+            return space.brk            # the heap's frames are committed too
     elif new_end < old_end:
         space.remove(new_end, old_end)
     space.brk = new_brk

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: the firmware (built on demand) and a runner for `emu run`."""
+"""Shared fixtures: the firmware (built on demand) and a runner for `emu run` (integration and conformance)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 ARCHES = ("x86_64", "aarch64")
 
