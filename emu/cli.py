@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from emu import __version__
-from emu.config import RunConfig, parse_size
+from emu.config import MemoryManagerFlags, RunConfig, parse_size
 from emu.errors import EmuError
 
 EXIT_EMULATOR_ERROR = 125
@@ -39,6 +39,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_EMULATOR_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _mm_flags(text: str) -> MemoryManagerFlags:
+    try:
+        return MemoryManagerFlags.parse(text)
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `emu` argument parser."""
     parser = _Parser(
@@ -64,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", metavar="FILE",
                      help="machine profile (TOML) with the cycle cost of every event "
                      "(default: emu/profiles/default.toml)")
+    run.add_argument("-m", dest="mm_flags", type=_mm_flags, default=MemoryManagerFlags(),
+                     metavar="FLAGS",
+                     help="procnto memory-manager flags: l locks every process (mlockall), "
+                     "L superlocks every process (everything set up at once: no faults, the "
+                     "pre-6.3.2 behaviour), v variable page sizes (default on; ~v turns it off; "
+                     "large pages are not implemented yet)")
     run.add_argument("--mm-threads", type=_nonnegative, default=1, metavar="N",
                      help="procnto memory-manager server threads (default 1)")
     run.add_argument("--stop-on-every-fault", action="store_true",
@@ -97,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                        ram_bytes=args.ram, root=args.root, uid=args.uid,
                        max_instructions=args.max_instructions, env=_guest_env(args),
                        profile=args.profile, mm_threads=args.mm_threads,
-                       faults_in_place=not args.stop_on_every_fault)
+                       faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags)
     if args.stats:
         try:
             open(args.stats, "a").close()

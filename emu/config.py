@@ -20,6 +20,34 @@ def parse_size(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class MemoryManagerFlags:
+    """procnto's -m letters: l locks every process, L superlocks every process (no faults at
+    all, the pre-6.3.2 behaviour), v variable page sizes (large pages; on unless ~v)."""
+
+    lock_all: bool = False
+    superlock_all: bool = False
+    variable_page_sizes: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> MemoryManagerFlags:
+        """'l', 'L', 'v', each optionally preceded by '~' to turn it off: 'lv', 'L~v'..."""
+        values = {"l": False, "L": False, "v": True}
+        negate = False
+        for ch in text:
+            if ch == "~":
+                negate = True
+                continue
+            if ch not in values:
+                raise EmuError(f"unknown memory-manager flag {ch!r} (known: l, L, v, ~ to negate)")
+            values[ch] = not negate
+            negate = False
+        if negate:
+            raise EmuError("'~' must be followed by a flag letter")
+        return cls(lock_all=values["l"], superlock_all=values["L"],
+                   variable_page_sizes=values["v"])
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one `emu run` needs."""
 
@@ -34,3 +62,4 @@ class RunConfig:
     profile: str | None = None               # machine profile file (None: the bundled default)
     mm_threads: int = 1                      # procnto memory-manager server threads
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook
+    mm_flags: MemoryManagerFlags = field(default_factory=MemoryManagerFlags)

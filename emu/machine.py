@@ -63,7 +63,8 @@ def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
     kernel = Kernel(engine, ram, frames, GuestRoot(config.root), profile, bus, stats,
                     insn_limit=config.max_instructions, mm_threads=config.mm_threads,
                     faults_in_place=config.faults_in_place)
-    proc = kernel.spawn(image, [config.program, *config.args], list(config.env), config.uid)
+    proc = kernel.spawn(image, [config.program, *config.args], list(config.env), config.uid,
+                        lock=config.mm_flags.lock_all, superlock=config.mm_flags.superlock_all)
     try:
         kernel.run()
     finally:
@@ -79,8 +80,7 @@ def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
     report = build_report(
         arch=spec.name, program=config.program, exit_code=status.shell_code,
         exit_signal=status.signal, instructions=st.instructions, cycles=st.cycles,
-        tlb_fills=st.tlb_fills, stats=stats, frames_total=frames.total,
-        frames_peak=frames.peak, lazy_allocations=kernel.pager.lazy_allocations,
+        tlb_fills=st.tlb_fills, stats=stats, mm=kernel.memory_counters(),
         syscalls=kernel.syscalls.counts, threads=threads,
         host={"wall_seconds": round(time.perf_counter() - started, 6)})
     return RunResult(status.shell_code, status.signal, report)

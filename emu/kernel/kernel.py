@@ -15,6 +15,7 @@ import signal
 import sys
 
 from emu.cpu.engine import CpuEngine, Stop, StopKind
+from emu.errors import EmuError
 from emu.kernel.device import BlockDevice
 from emu.kernel.faults import FaultEntry
 from emu.kernel.futex import FutexTable
@@ -28,7 +29,8 @@ from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
-from emu.mm.pager import Pager
+from emu.mm.fault import FaultCause
+from emu.mm.pager import Pager, work_cycles
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
@@ -108,8 +110,10 @@ class Kernel:
         """Number of guest processes that have not exited."""
         return self._live_guests
 
-    def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int) -> Process:
-        """Create a process running `image` with one thread at its entry point."""
+    def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int,
+              lock: bool = False, superlock: bool = False) -> Process:
+        """Create a process running `image` with one thread at its entry point; `lock` and
+        `superlock` apply procnto's -ml / -mL to it before it starts."""
         exe = self.root.guest_path_of(image.path) or image.path
         proc = self._new_process(image.arch, exe, uid)
         self._live_guests += 1
@@ -117,6 +121,15 @@ class Kernel:
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
+        if superlock:
+            resident = self.superlock(proc)
+        elif lock:
+            proc.lock_future = True
+            resident = all(self.lock(proc, m.start, m.end) for m in proc.space.mappings())
+        else:
+            resident = True
+        if not resident:
+            raise EmuError("not enough RAM to lock the program in memory: use a larger --ram")
         who = ProcessIdentity(uid=uid, gid=uid, hwcap=self.engine.spec.hwcap,
                               platform=self.engine.spec.platform)
         sp = build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, exe, who)
@@ -288,6 +301,43 @@ class Kernel:
         self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
                       code=si_code, vaddr=vaddr)
         self._end_process(proc, ExitStatus(signal=signo))
+
+    def lock(self, proc: Process, start: int, end: int) -> bool:
+        """Lock [start, end) of `proc` and make it resident now (superlocked: with final
+        permissions). False, with nothing more made resident, if RAM ran out."""
+        self.pager.locked_pages += proc.space.set_locked(start, end, True)
+        return self.populate(proc, start, end, final=proc.superlocked)
+
+    def populate(self, proc: Process, start: int, end: int, final: bool = False) -> bool:
+        """Make [start, end) of `proc` resident before returning (file pages read in, the
+        caller waiting for the device); False if RAM ran out."""
+        done = self.pager.populate(proc.space, start, end, final)
+        for cause in done.causes:
+            self.engine.charge(self.costs.procnto_fault + work_cycles(cause, self.costs))
+        reads = sum(1 for c in done.causes if c is FaultCause.PAGE_IN)
+        if reads:
+            finished = self.device.submit(self.engine.cycles, pages=reads, write=False)
+            self.engine.charge(finished - self.engine.cycles)
+        return not done.failed
+
+    def new_mapping(self, proc: Process, start: int, end: int, locked: bool = False,
+                    populate: bool = False) -> bool:
+        """Apply the locking rules to a mapping just created: MAP_LOCKED, mlockall(MCL_FUTURE),
+        superlock, MAP_POPULATE. False if its pages could not all be made resident."""
+        if locked or proc.lock_future or proc.superlocked:
+            return self.lock(proc, start, end)
+        return self.populate(proc, start, end) if populate else True
+
+    def superlock(self, proc: Process) -> bool:
+        """Give `proc` I/O privity: every current and future mapping set up completely."""
+        proc.superlocked = proc.lock_future = True
+        return all(self.lock(proc, m.start, m.end) for m in proc.space.mappings())
+
+    def memory_counters(self) -> dict[str, int]:
+        """The `mm` section of the stats: frames and the memory manager's counters."""
+        return {"frames_total": self.frames.total, "frames_peak": self.frames.peak,
+                "lazy_allocations": self.pager.lazy_allocations,
+                "locked_pages": self.pager.locked_pages}
 
     def process_of(self, space: AddressSpace) -> Process | None:
         """The process that owns an address space."""

@@ -96,6 +96,8 @@ class Process:
     fds: FdTable = field(default_factory=FdTable)
     threads: list[Thread] = field(default_factory=list)
     exit: ExitStatus | None = None
+    lock_future: bool = False       # mlockall(MCL_FUTURE): new mappings are locked
+    superlocked: bool = False       # ThreadCtl(_NTO_TCTL_IO): everything set up, no faults
 
     @property
     def alive(self) -> bool:

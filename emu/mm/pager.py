@@ -6,13 +6,21 @@ plain mechanism that either completes a request or reports that it cannot.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from emu.mm.fault import BUS_OBJERR, FaultCause, PageRequest, initial_perms
+from emu.mm.fault import BUS_OBJERR, Access, FaultCause, PageRequest, initial_perms, resolve_fault
 from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.pagetable import Pte
-from emu.mm.vmspace import AddressSpace
+from emu.mm.vmspace import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace
 from emu.profile import KernelCosts
+
+
+@dataclass
+class Population:
+    """What populating a range did: the cause of each page set up, and whether RAM ran out."""
+
+    causes: list[FaultCause] = field(default_factory=list)
+    failed: bool = False
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class Pager:
         self.ram = ram
         self.frames = frames
         self.lazy_allocations = 0
+        self.locked_pages = 0           # pages made resident by locking (mlock & co)
 
     def service(self, space: AddressSpace, request: PageRequest) -> PagerResult:
         """Carry out a request: mark a page written (write tracking), or give it a frame
@@ -66,3 +75,27 @@ class Pager:
         perms, modified = initial_perms(mapping, request.access)
         space.page_table.map(vpn, Pte(frame=frame, perms=perms, modified=modified))
         return PagerResult(request.cause)
+
+    def populate(self, space: AddressSpace, start: int, end: int, final: bool) -> Population:
+        """Make every accessible page of [start, end) resident, deciding each page as a first
+        read would (`final`: as a first write, with the mapping's own permissions — the
+        superlocked set-up, after which no access faults)."""
+        done = Population()
+        for mapping in space.mappings_in(start, end):
+            if mapping.prot == PROT_NONE:
+                continue
+            writable = final and bool(mapping.prot & PROT_WRITE)
+            access = (Access.WRITE if writable or not mapping.prot & (PROT_READ | PROT_EXEC)
+                      else Access.READ if mapping.prot & PROT_READ else Access.FETCH)
+            for vaddr in range(mapping.start, mapping.end, PAGE_SIZE):
+                pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
+                if pte is not None and (not writable or pte.perms & PROT_WRITE):
+                    continue
+                verdict = resolve_fault(space, vaddr, access)
+                assert verdict.request is not None, f"cannot populate {vaddr:#x}: {verdict}"
+                result = self.service(space, verdict.request)
+                if result.signal:
+                    done.failed = True
+                    return done
+                done.causes.append(result.cause)
+        return done

@@ -163,19 +163,36 @@ class AddressSpace:
             self._on_tlb_change(code)
         return removed
 
-    def protect(self, start: int, end: int, prot: int) -> None:
-        """Set the protection of every mapping page in [start, end), splitting mappings as needed."""
-        code = False
+    def _change(self, start: int, end: int, **changes: object) -> list[Mapping]:
+        """Apply `changes` to the mapping pages in [start, end), splitting mappings at the
+        edges; returns the affected parts as they were before."""
+        before = []
         for i in reversed(list(self._overlapping(start, end))):
             m = self._maps.pop(i)
             self._starts.pop(i)
-            code |= bool((m.prot | prot) & PROT_EXEC)
             lo, hi = max(m.start, start), min(m.end, end)
+            before.append(m.clipped(lo, hi))
             for piece in (m.clipped(m.start, lo) if m.start < lo else None,
-                          replace(m.clipped(lo, hi), prot=prot),
+                          replace(m.clipped(lo, hi), **changes),
                           m.clipped(hi, m.end) if m.end > hi else None):
                 if piece is not None:
                     self._place(piece)
+        return before
+
+    def set_locked(self, start: int, end: int, locked: bool) -> int:
+        """Mark the mapping pages of [start, end) locked or not; returns how many changed."""
+        return sum(m.length >> PAGE_SHIFT for m in self._change(start, end, locked=locked)
+                   if m.locked != locked)
+
+    def mappings_in(self, start: int, end: int) -> list[Mapping]:
+        """The parts of mappings inside [start, end), in address order."""
+        return [self._maps[i].clipped(max(self._maps[i].start, start), min(self._maps[i].end, end))
+                for i in self._overlapping(start, end)]
+
+    def protect(self, start: int, end: int, prot: int) -> None:
+        """Set the protection of every mapping page in [start, end), splitting mappings as needed."""
+        changed = self._change(start, end, prot=prot)
+        code = any((m.prot | prot) & PROT_EXEC for m in changed)
         for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
             # a page not yet modified stays read-only: its first write is tracked
             self.page_table.map(vpn, pte._replace(perms=prot if pte.modified else prot & ~PROT_WRITE))

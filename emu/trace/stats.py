@@ -94,8 +94,7 @@ def signal_name(signo: int) -> str:
 
 def build_report(*, arch: str, program: str, exit_code: int, exit_signal: int,
                  instructions: int, cycles: int, tlb_fills: int, stats: RunStats,
-                 frames_total: int, frames_peak: int, lazy_allocations: int,
-                 syscalls: dict[str, int],
+                 mm: dict[str, int], syscalls: dict[str, int],
                  threads: list[dict[str, Any]], host: dict[str, Any]) -> dict[str, Any]:
     """The `--stats` JSON document."""
     by_cause = dict(sorted(stats.faults_by_cause.items()))
@@ -110,8 +109,7 @@ def build_report(*, arch: str, program: str, exit_code: int, exit_signal: int,
         "fault_latency_cycles": stats.latency_summary(),
         "sched": {"context_switches": stats.context_switches, "preemptions": stats.preemptions},
         "threads": threads,
-        "mm": {"frames_total": frames_total, "frames_peak": frames_peak,
-               "lazy_allocations": lazy_allocations},
+        "mm": mm,
         "signals": {"delivered": dict(sorted(stats.signals_delivered.items()))},
         "syscalls": dict(sorted(syscalls.items())),
         "host": host,

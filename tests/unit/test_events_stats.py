@@ -280,8 +280,9 @@ def test_build_report_shapes_the_stats():
     stats = RunStats(fault_latencies=[5], context_switches=2, preemptions=1)
     stats.count_fault(FaultCause.PAGE_IN)
     report = build_report(arch="x86_64", program="/bin/p", exit_code=0, exit_signal=11,
-                          instructions=10, cycles=20, tlb_fills=3, stats=stats, frames_total=64,
-                          frames_peak=4, syscalls={"write": 1}, threads=[], host={"x": 1})
+                          instructions=10, cycles=20, tlb_fills=3, stats=stats,
+                          mm={"frames_total": 64, "frames_peak": 4}, syscalls={"write": 1},
+                          threads=[], host={"x": 1})
     assert report["exit"] == {"code": 0, "signal": "SIGSEGV"}
     assert report["faults"]["total"] == 1 and report["faults"]["by_cause"]["page_in"] == 1
     assert report["sched"] == {"context_switches": 2, "preemptions": 1}

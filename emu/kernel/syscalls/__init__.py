@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from emu.kernel.futex import FutexTable
     from emu.kernel.sched import Scheduler
     from emu.kernel.timers import TimerQueue
+    from emu.mm.pager import Pager
     from emu.profile import Profile
 
 
@@ -27,6 +28,7 @@ class KernelServices(Protocol):
     """What system calls may ask of the kernel beyond their own process."""
 
     sched: Scheduler
+    pager: Pager
     timers: TimerQueue
     futexes: FutexTable
     profile: Profile
@@ -48,6 +50,19 @@ class KernelServices(Protocol):
 
     def sleep_until(self, thread: Thread, when: int) -> None:
         """Block the running thread until the clock reaches `when` cycles."""
+
+    def lock(self, proc: Process, start: int, end: int) -> bool:
+        """Lock a range and make it resident now; False if RAM ran out."""
+
+    def populate(self, proc: Process, start: int, end: int, final: bool = False) -> bool:
+        """Make a range resident now; False if RAM ran out."""
+
+    def new_mapping(self, proc: Process, start: int, end: int, locked: bool = False,
+                    populate: bool = False) -> bool:
+        """Apply the locking rules to a new mapping; False if it could not be made resident."""
+
+    def superlock(self, proc: Process) -> bool:
+        """Set up every current and future mapping of `proc` completely."""
 
     def set_tls(self, value: int) -> None:
         """Set the running thread's TLS base register."""

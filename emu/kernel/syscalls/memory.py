@@ -14,7 +14,10 @@ MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
 MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
 MAP_LAZY = 0x80                 # QNX extension (firmware/include/emu.h)
 MAP_NORESERVE = 0x4000          # treated like MAP_LAZY
+MAP_LOCKED, MAP_POPULATE = 0x2000, 0x8000
 MAP_FIXED_NOREPLACE = 0x100000
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+MLOCK_ONFAULT = 1
 MADV_DONTNEED, MADV_FREE = 4, 8
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
 
@@ -72,6 +75,10 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
+    if not ctx.kernel.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
+                                  populate=bool(flags & MAP_POPULATE)):
+        space.remove(start, start + size)
+        return -errno.EAGAIN            # it could not be made resident
     return start
 
 
@@ -100,6 +107,11 @@ def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int
     if covered < end:
         return -errno.ENOMEM
     space.protect(addr, end, prot)
+    # locked pages that just became accessible are set up now, as mlock would have
+    for m in space.mappings_in(addr, end):
+        if m.locked and not ctx.kernel.populate(ctx.proc, m.start, m.end,
+                                                final=ctx.proc.superlocked):
+            return -errno.EAGAIN
     return 0
 
 
@@ -131,7 +143,76 @@ def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
                                  AnonymousMemory(), 0, "[heap]"))
         except OutOfFrames:
             return space.brk            # the heap's frames are committed too
+        if not ctx.kernel.new_mapping(ctx.proc, old_end, new_end):
+            space.remove(old_end, new_end)
+            return space.brk
     elif new_end < old_end:
         space.remove(new_end, old_end)
     space.brk = new_brk
     return new_brk
+
+
+def _mapped_range(ctx: SyscallContext, addr: int, length: int) -> tuple[int, int]:
+    """The page-rounded range of an mlock-family call; ENOMEM unless all of it is mapped."""
+    start = addr & ~(PAGE_SIZE - 1)
+    end = page_align_up(addr + length)
+    covered = start
+    for m in ctx.proc.space.mappings_in(start, end):
+        if m.start != covered:
+            break
+        covered = m.end
+    if covered < end:
+        raise OSError(errno.ENOMEM, "range not mapped")
+    return start, end
+
+
+@syscall("mlock")
+def sys_mlock(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
+    """Lock a range and make it resident before returning (its first writes still fault)."""
+    start, end = _mapped_range(ctx, addr, length)
+    return 0 if ctx.kernel.lock(ctx.proc, start, end) else -errno.EAGAIN
+
+
+@syscall("mlock2")
+def sys_mlock2(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) -> int:
+    """mlock, or with MLOCK_ONFAULT only mark the range locked (pages come at first touch)."""
+    if flags & ~MLOCK_ONFAULT:
+        return -errno.EINVAL
+    if not flags & MLOCK_ONFAULT:
+        return sys_mlock(ctx, addr, length)
+    start, end = _mapped_range(ctx, addr, length)
+    ctx.kernel.pager.locked_pages += ctx.proc.space.set_locked(start, end, True)
+    return 0
+
+
+@syscall("munlock")
+def sys_munlock(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
+    """Unlock a range (its pages stay resident: nothing is ever paged out)."""
+    start, end = _mapped_range(ctx, addr, length)
+    ctx.proc.space.set_locked(start, end, False)
+    return 0
+
+
+@syscall("mlockall")
+def sys_mlockall(ctx: SyscallContext, flags: int, *_: int) -> int:
+    """MCL_CURRENT locks every mapping now; MCL_FUTURE locks every later one as it is made."""
+    if not flags & (MCL_CURRENT | MCL_FUTURE) or flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT):
+        return -errno.EINVAL
+    proc = ctx.proc
+    if flags & MCL_FUTURE:
+        proc.lock_future = True
+    if flags & MCL_CURRENT:
+        for m in list(proc.space.mappings()):
+            if not ctx.kernel.lock(proc, m.start, m.end):
+                return -errno.EAGAIN
+    return 0
+
+
+@syscall("munlockall")
+def sys_munlockall(ctx: SyscallContext, *_: int) -> int:
+    """Unlock everything and stop locking new mappings (a superlocked process stays so)."""
+    proc = ctx.proc
+    proc.lock_future = proc.superlocked
+    for m in list(proc.space.mappings()):
+        proc.space.set_locked(m.start, m.end, proc.superlocked)
+    return 0

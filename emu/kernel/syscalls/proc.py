@@ -217,3 +217,16 @@ def sys_rt_sigprocmask(ctx: SyscallContext, how: int, new: int, old: int, size: 
     if old:
         ctx.mem.write(old, bytes(min(size, 128)))
     return 0
+
+
+_NTO_TCTL_IO = 1
+
+
+@syscall("ThreadCtl")
+def sys_threadctl(ctx: SyscallContext, cmd: int, data: int, *_: int) -> int:
+    """QNX ThreadCtl(): _NTO_TCTL_IO (I/O privity, root only) superlocks the process."""
+    if to_int32(cmd) != _NTO_TCTL_IO:
+        return -errno.EINVAL
+    if ctx.proc.uid != 0:
+        return -errno.EPERM
+    return 0 if ctx.kernel.superlock(ctx.proc) else -errno.EAGAIN
