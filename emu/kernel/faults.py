@@ -63,7 +63,7 @@ class FaultEntry:
         self.stats = stats
         c = costs
         self._in_place_cost = (c.fault_entry + c.pulse + 2 * c.context_switch + c.procnto_fault
-                               + c.zero_page)
+                               + max(c.zero_page, c.copy_page))
 
     def user_fault(self, thread: Thread, vaddr: int, access: Access,
                    verdict: FaultResolution | None = None) -> None:
@@ -83,8 +83,8 @@ class FaultEntry:
         """Take a fault's whole slow path from inside the fill hook, when that changes nothing.
 
         Only when no other guest thread could run before the faulting one
-        resumes — the fault needs no device (zero-fill, lazy allocation with a
-        frame free, write tracking), a memory-manager
+        resumes — the fault needs no device (zero-fill, write tracking, or a lazy
+        allocation, cached page or copy with a frame free), a memory-manager
         thread is waiting with no pulse queued, no thread of the same or higher
         priority is ready, and no timer falls due in the meantime — are the same
         steps (WAITPAGE, pulse, procnto, READY, dispatch) taken here. Otherwise
@@ -95,10 +95,11 @@ class FaultEntry:
             return False
         access = ACCESS_BY_VALUE[access_value]
         verdict = resolve_fault(thread.process.space, vaddr, access)
-        cause = verdict.cause
-        if not (cause is FaultCause.ZERO_FILL or cause is FaultCause.WRITE_TRACK
-                or (cause is FaultCause.LAZY_ALLOC and self.frames.unreserved > 0)):
+        cause, request = verdict.cause, verdict.request
+        if request is None or request.needs_read:
             return False        # page-ins wait for the device; signals stop the thread
+        if cause not in (FaultCause.ZERO_FILL, FaultCause.WRITE_TRACK) and self.frames.unreserved <= 0:
+            return False        # a lazy allocation or a copy that would fail: SIGBUS
         channel = self.mm.channel
         if not channel.receivers or channel.peek_priority() is not None \
                 or self.sched.has_ready(thread.priority):
@@ -129,7 +130,7 @@ class FaultEntry:
         cause, signo = verdict.cause, verdict.signal
         if verdict.outcome is Outcome.NEEDS_PAGER:
             assert verdict.request is not None
-            if cause is FaultCause.PAGE_IN:       # wait for the device in line
+            if verdict.request.needs_read:        # wait for the device in line
                 done = self.device.submit(self.engine.cycles, pages=1, write=False)
                 self.engine.charge(done - self.engine.cycles)
             result = self.pager.service(space, verdict.request)

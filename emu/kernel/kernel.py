@@ -29,7 +29,6 @@ from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
-from emu.mm.fault import FaultCause
 from emu.mm.pager import Pager, work_cycles
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
@@ -98,7 +97,7 @@ class Kernel:
         return ident
 
     def _new_process(self, arch: str, exe: str, uid: int = 0) -> Process:
-        space = AddressSpace(self.frames, self._on_translations_removed)
+        space = AddressSpace(self.frames, self._on_translations_removed, self._on_write_back)
         mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc))
         proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
                        exe_path=exe, uid=uid, gid=uid)
@@ -314,11 +313,16 @@ class Kernel:
         done = self.pager.populate(proc.space, start, end, final)
         for cause in done.causes:
             self.engine.charge(self.costs.procnto_fault + work_cycles(cause, self.costs))
-        reads = sum(1 for c in done.causes if c is FaultCause.PAGE_IN)
-        if reads:
-            finished = self.device.submit(self.engine.cycles, pages=reads, write=False)
+        if done.reads:
+            finished = self.device.submit(self.engine.cycles, pages=done.reads, write=False)
             self.engine.charge(finished - self.engine.cycles)
         return not done.failed
+
+    def _on_write_back(self, pages: int) -> None:
+        """File pages written back at munmap or exit: the device is busy with them (the
+        caller does not wait: the writes are queued)."""
+        self.pager.page_cache.pages_written_back += pages
+        self.device.submit(self.engine.cycles, pages=pages, write=True)
 
     def new_mapping(self, proc: Process, start: int, end: int, locked: bool = False,
                     populate: bool = False) -> bool:
@@ -337,7 +341,9 @@ class Kernel:
         """The `mm` section of the stats: frames and the memory manager's counters."""
         return {"frames_total": self.frames.total, "frames_peak": self.frames.peak,
                 "lazy_allocations": self.pager.lazy_allocations,
-                "locked_pages": self.pager.locked_pages}
+                "locked_pages": self.pager.locked_pages, "cow_copies": self.pager.cow_copies,
+                "msync_pages_written": self.pager.page_cache.msync_pages_written,
+                "pages_written_back": self.pager.page_cache.pages_written_back}
 
     def process_of(self, space: AddressSpace) -> Process | None:
         """The process that owns an address space."""

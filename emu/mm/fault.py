@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass
 
 from emu.mm.frames import PAGE_SHIFT
-from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Mapping
+from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Mapping, Share
 
 
 class Access(enum.IntEnum):
@@ -38,7 +38,9 @@ class FaultCause(enum.Enum):
     ZERO_FILL = "zero_fill"         # committed anonymous page set up on first touch
     LAZY_ALLOC = "lazy_alloc"       # MAP_LAZY / MAP_NORESERVE page: frame allocated now
     PAGE_IN = "page_in"             # page read from a file
+    CACHED = "cached"               # file page already in the page cache: mapped, no I/O
     WRITE_TRACK = "write_track"     # first write to a present, not yet modified page
+    COW = "cow"                     # private copy made of a shared page
     SIGBUS = "sigbus"
     SIGSEGV = "sigsegv"
     SPURIOUS = "spurious"           # translation already present (another fault fixed it)
@@ -69,6 +71,7 @@ class PageRequest:
     access: Access
     mapping: Mapping
     cause: FaultCause
+    needs_read: bool = False        # the page must first be read from the backing store
 
 
 @dataclass(slots=True)
@@ -92,17 +95,32 @@ def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResol
         return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
                                signal=signal.SIGSEGV, si_code=SEGV_ACCERR)
     pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
+    obj = mapping.obj
+    needs_read = False
     if pte is not None:
         if pte.perms & access.prot:
             return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
-        # present but read-only in a writable mapping: the page's first write
-        cause = FaultCause.WRITE_TRACK
-    elif mapping.obj.is_file:
-        cause = FaultCause.PAGE_IN
+        # present but read-only in a writable mapping: the page's first write — a private
+        # mapping still showing the page cache's frame gets its own copy
+        private_view = (obj.cached and mapping.share is Share.PRIVATE
+                        and obj.file.pages.get(mapping.object_offset(vaddr) >> PAGE_SHIFT) == pte.frame)
+        cause = FaultCause.COW if private_view else FaultCause.WRITE_TRACK
+    elif obj.cached:
+        offset = mapping.object_offset(vaddr)
+        if offset >= obj.file.size:                 # wholly past the end of the file
+            return FaultResolution(Outcome.SIGNAL, FaultCause.SIGBUS,
+                                   signal=signal.SIGBUS, si_code=BUS_ADRERR)
+        needs_read = not obj.file.is_cached(offset >> PAGE_SHIFT)
+        if mapping.share is Share.PRIVATE and access is Access.WRITE:
+            cause = FaultCause.COW
+        else:
+            cause = FaultCause.PAGE_IN if needs_read else FaultCause.CACHED
+    elif obj.is_file:
+        cause, needs_read = FaultCause.PAGE_IN, True
     else:
         cause = FaultCause.LAZY_ALLOC if mapping.lazy else FaultCause.ZERO_FILL
     return FaultResolution(Outcome.NEEDS_PAGER, cause,
-                           request=PageRequest(vaddr, access, mapping, cause))
+                           request=PageRequest(vaddr, access, mapping, cause, needs_read))
 
 
 def initial_perms(mapping: Mapping, access: Access) -> tuple[int, bool]:

@@ -10,6 +10,7 @@ import weakref
 from dataclasses import dataclass
 
 from emu.mm.frames import PAGE_SIZE
+from emu.mm.pagecache import CachedFile
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class AnonymousMemory:
     """Pages that start out as zeros."""
 
     is_file = False
+    cached = False
     name = "[anon]"
 
     def fill(self, object_offset: int, frame_view: memoryview) -> None:
@@ -39,6 +41,7 @@ class FileImage:
     """
 
     is_file = True
+    cached = False
 
     def __init__(self, host_fd: int, name: str, chunks: list[FileChunk]) -> None:
         """An image of `chunks` of the already-open `host_fd` (duplicated); bytes elsewhere are zero."""
@@ -59,4 +62,26 @@ class FileImage:
             frame_view[lo - object_offset:lo - object_offset + len(data)] = data
 
 
-MemoryObject = AnonymousMemory | FileImage
+class CachedFileObject:
+    """A file mapped through the page cache (mmap of a guest file, shared or private).
+
+    Its pages are the cache's frames: shared mappings write into them; private
+    mappings copy one on first write (copy-on-write). With `nosync`
+    (MAP_NOSYNCFILE) changes never reach the file.
+    """
+
+    is_file = True
+    cached = True
+
+    def __init__(self, file: CachedFile, nosync: bool = False) -> None:
+        """Map `file` from the page cache."""
+        self.file = file
+        self.nosync = nosync
+        self.name = file.name
+
+    def fill(self, object_offset: int, frame_view: memoryview) -> None:
+        """Never called: cached pages are mapped, not copied."""
+        raise AssertionError("cached file pages are shared, not filled")
+
+
+MemoryObject = AnonymousMemory | FileImage | CachedFileObject

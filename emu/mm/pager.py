@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from emu.mm.fault import BUS_OBJERR, Access, FaultCause, PageRequest, initial_perms, resolve_fault
 from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.pagetable import Pte
-from emu.mm.vmspace import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace
+from emu.mm.pagecache import PageCache
+from emu.mm.vmspace import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, AddressSpace, Share
 from emu.profile import KernelCosts
 
 
@@ -20,6 +21,7 @@ class Population:
     """What populating a range did: the cause of each page set up, and whether RAM ran out."""
 
     causes: list[FaultCause] = field(default_factory=list)
+    reads: int = 0                  # pages that had to be read from the backing store
     failed: bool = False
 
 
@@ -36,7 +38,7 @@ def work_cycles(cause: FaultCause, costs: KernelCosts) -> int:
     """Cycles of page work a serviced request costs: zeroing, copying, or none."""
     if cause in (FaultCause.ZERO_FILL, FaultCause.LAZY_ALLOC):
         return costs.zero_page
-    if cause is FaultCause.PAGE_IN:
+    if cause in (FaultCause.PAGE_IN, FaultCause.COW):
         return costs.copy_page
     return 0
 
@@ -49,6 +51,8 @@ class Pager:
         self.ram = ram
         self.frames = frames
         self.lazy_allocations = 0
+        self.cow_copies = 0
+        self.page_cache = PageCache(frames, ram)
         self.locked_pages = 0           # pages made resident by locking (mlock & co)
 
     def service(self, space: AddressSpace, request: PageRequest) -> PagerResult:
@@ -57,12 +61,19 @@ class Pager:
         and map it with the permissions `initial_perms` decides."""
         vpn = request.vaddr >> PAGE_SHIFT
         mapping = request.mapping
+        obj = mapping.obj
         if request.cause is FaultCause.WRITE_TRACK:
             pte = space.page_table.lookup(vpn)
             assert pte is not None, f"write tracking an absent page {request.vaddr:#x}"
             space.page_table.map(vpn, pte._replace(perms=mapping.prot, modified=True))
+            if obj.cached and mapping.share is Share.SHARED:
+                obj.file.dirty.add(mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
             return PagerResult(request.cause)
+        if request.cause is FaultCause.COW:
+            return self._copy_on_write(space, request)
         assert space.page_table.lookup(vpn) is None, f"page {request.vaddr:#x} is already present"
+        if obj.cached:
+            return self._map_cached(space, request)
         try:
             frame = self.frames.allocate(reserved=mapping.commits)
         except OutOfFrames:
@@ -74,6 +85,39 @@ class Pager:
         mapping.obj.fill(mapping.object_offset(request.vaddr), self.ram.view[base:base + PAGE_SIZE])
         perms, modified = initial_perms(mapping, request.access)
         space.page_table.map(vpn, Pte(frame=frame, perms=perms, modified=modified))
+        return PagerResult(request.cause)
+
+    def _map_cached(self, space: AddressSpace, request: PageRequest) -> PagerResult:
+        """Map the page cache's frame for the page (read from the file if not cached)."""
+        mapping = request.mapping
+        index = mapping.object_offset(request.vaddr) >> PAGE_SHIFT
+        try:
+            frame = self.frames.share(mapping.obj.file.frame(index))
+        except OutOfFrames:
+            return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
+        perms, modified = initial_perms(mapping, request.access)
+        if modified:                     # only shared mappings get here by a write
+            mapping.obj.file.dirty.add(index)
+        space.page_table.map(request.vaddr >> PAGE_SHIFT, Pte(frame=frame, perms=perms,
+                                                              modified=modified))
+        return PagerResult(request.cause)
+
+    def _copy_on_write(self, space: AddressSpace, request: PageRequest) -> PagerResult:
+        """Give a private mapping its own copy of a page it shares with the page cache."""
+        mapping = request.mapping
+        vpn = request.vaddr >> PAGE_SHIFT
+        old = space.page_table.lookup(vpn)
+        try:
+            source = old.frame if old is not None else mapping.obj.file.frame(
+                mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
+            frame = self.frames.allocate(reserved=mapping.commits)
+        except OutOfFrames:
+            return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
+        self.ram.copy_frame(frame, source)
+        if old is not None:
+            self.frames.release(old.frame)
+        space.page_table.map(vpn, Pte(frame=frame, perms=mapping.prot, modified=True))
+        self.cow_copies += 1
         return PagerResult(request.cause)
 
     def populate(self, space: AddressSpace, start: int, end: int, final: bool) -> Population:
@@ -93,6 +137,7 @@ class Pager:
                     continue
                 verdict = resolve_fault(space, vaddr, access)
                 assert verdict.request is not None, f"cannot populate {vaddr:#x}: {verdict}"
+                done.reads += verdict.request.needs_read
                 result = self.service(space, verdict.request)
                 if result.signal:
                     done.failed = True

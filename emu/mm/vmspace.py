@@ -47,10 +47,13 @@ class Mapping:
     name: str = ""
     lazy: bool = False          # MAP_LAZY / MAP_NORESERVE: frames at first touch, no commit
     locked: bool = False        # mlock / MAP_LOCKED / mlockall: resident since set up
+    committed: bool | None = None   # frames reserved at creation (None: anonymous and not lazy)
 
     @property
     def commits(self) -> bool:
-        """Whether the mapping's frames are committed when it is created (anonymous, not lazy)."""
+        """Whether the mapping's frames were committed when it was created."""
+        if self.committed is not None:
+            return self.committed
         return not self.lazy and not self.obj.is_file
 
     def object_offset(self, vaddr: int) -> int:
@@ -75,9 +78,12 @@ def page_align_up(value: int) -> int:
 class AddressSpace:
     """One process's mappings and page table."""
 
-    def __init__(self, frames: FrameAllocator, on_tlb_change: Callable[[bool], None]) -> None:
-        """An empty space; `on_tlb_change(code_changed)` is called after translations are removed."""
+    def __init__(self, frames: FrameAllocator, on_tlb_change: Callable[[bool], None],
+                 on_write_back: Callable[[int], None] = lambda pages: None) -> None:
+        """An empty space; `on_tlb_change(code_changed)` is called after translations are
+        removed or lowered, `on_write_back(pages)` after file pages went to the backing store."""
         self.page_table = PageTable()
+        self._on_write_back = on_write_back
         self._frames = frames
         self._starts: list[int] = []
         self._maps: list[Mapping] = []
@@ -154,14 +160,54 @@ class AddressSpace:
                     self._place(piece)
             removed.append(m.clipped(max(m.start, start), min(m.end, end)))
         code = False
+        written = 0
         for m in removed:
+            written += self._write_back(m, m.start, m.end, clean=False)
             resident = self._drop_pages(m.start, m.end)
             if m.commits:
                 self._frames.unreserve((m.length >> PAGE_SHIFT) - resident)
             code |= bool(m.prot & PROT_EXEC)
+        if written:
+            self._on_write_back(written)
         if removed:
             self._on_tlb_change(code)
         return removed
+
+    def _write_back(self, m: Mapping, start: int, end: int, clean: bool) -> int:
+        """Write the modified pages of a shared file mapping in [start, end) to the file;
+        with `clean`, map them read-only and unmodified again (tracking starts over).
+        Returns how many pages were written (none with MAP_NOSYNCFILE)."""
+        obj = m.obj
+        if not obj.cached or m.share is not Share.SHARED:
+            return 0
+        written = 0
+        for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+            if not pte.modified:
+                continue
+            index = m.object_offset(vpn << PAGE_SHIFT) >> PAGE_SHIFT
+            if not obj.nosync and obj.file.write_back(index):
+                written += 1
+            if clean:
+                self.page_table.map(vpn, pte._replace(perms=pte.perms & ~PROT_WRITE, modified=False))
+        return written
+
+    def sync(self, start: int, end: int, invalidate: bool) -> int:
+        """msync: write modified shared file pages of [start, end) back and re-protect them;
+        with `invalidate`, also drop clean pages so they are read from the file again.
+        Returns the number of pages written."""
+        written = 0
+        for m in self.mappings_in(start, end):
+            written += self._write_back(m, m.start, m.end, clean=True)
+            if invalidate and m.obj.cached:
+                for vpn, pte in list(self.page_table.entries(m.start >> PAGE_SHIFT,
+                                                             m.end >> PAGE_SHIFT)):
+                    index = m.object_offset(vpn << PAGE_SHIFT) >> PAGE_SHIFT
+                    if not pte.modified and m.obj.file.pages.get(index) == pte.frame:
+                        self.page_table.unmap(vpn)
+                        self._frames.release(pte.frame)
+                        m.obj.file.drop(index)
+        self._on_tlb_change(False)
+        return written
 
     def _change(self, start: int, end: int, **changes: object) -> list[Mapping]:
         """Apply `changes` to the mapping pages in [start, end), splitting mappings at the

@@ -133,7 +133,7 @@ class MemoryManager:
             self._done(server, job, verdict.cause, verdict.signal, verdict.si_code)
         else:
             assert verdict.request is not None
-            if verdict.cause is FaultCause.PAGE_IN:
+            if verdict.request.needs_read:
                 done_at = self.device.submit(self.now(), pages=1, write=False)
                 token = self.sched.block(server, ThreadState.REPLY)
                 self.timers.at(done_at, lambda: self.sched.wake(server, token))  # servers never die

@@ -243,8 +243,8 @@ def test_faults_by_cause_starts_with_every_cause_at_zero():
     stats.count_fault(FaultCause.ZERO_FILL)
     stats.count_fault(FaultCause.ZERO_FILL)
     assert dict(stats.faults_by_cause) == {"zero_fill": 2, "lazy_alloc": 0, "page_in": 0,
-                                           "write_track": 0, "sigbus": 0, "sigsegv": 0,
-                                           "spurious": 0}
+                                           "cached": 0, "write_track": 0, "cow": 0,
+                                           "sigbus": 0, "sigsegv": 0, "spurious": 0}
 
 
 def test_signal_name():

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
+from emu.kernel.process import ThreadState
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.mm.frames import PAGE_SIZE, OutOfFrames
-from emu.mm.objects import AnonymousMemory, FileChunk, FileImage
+from emu.mm.objects import AnonymousMemory, CachedFileObject
 from emu.mm.vmspace import (MMAP_MIN, PROT_EXEC, PROT_READ, PROT_WRITE, STACK_TOP, Mapping,
                             Share, page_align_up)
 
@@ -15,6 +17,8 @@ MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
 MAP_LAZY = 0x80                 # QNX extension (firmware/include/emu.h)
 MAP_NORESERVE = 0x4000          # treated like MAP_LAZY
 MAP_LOCKED, MAP_POPULATE = 0x2000, 0x8000
+MAP_NOSYNCFILE = 0x1000000      # QNX extension (emu.h): changes never reach the file
+MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
 MAP_FIXED_NOREPLACE = 0x100000
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 MLOCK_ONFAULT = 1
@@ -41,20 +45,24 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         return -errno.ENOMEM
     share = Share.SHARED if kind in (MAP_SHARED, MAP_SHARED_VALIDATE) else Share.PRIVATE
     space = ctx.proc.space
+    committed = None                    # anonymous: committed unless lazy
     if flags & MAP_ANONYMOUS:
-        obj: AnonymousMemory | FileImage = AnonymousMemory()
+        obj: AnonymousMemory | CachedFileObject = AnonymousMemory()
         offset, name = 0, "[anon]"
     else:
         file = ctx.proc.fds.get(to_int32(fd))
-        if file.guest_flags & 0o3 == os.O_WRONLY:
+        mode = file.guest_flags & 0o3
+        if mode == os.O_WRONLY or (share is Share.SHARED and prot & PROT_WRITE
+                                   and mode != os.O_RDWR):
             return -errno.EACCES
-        if share is Share.SHARED and prot & PROT_WRITE:
-            # needs the page cache and msync write-back: refuse rather than lose writes
-            return -errno.ENOTSUP
-        file_size = os.fstat(file.host_fd).st_size
-        obj = FileImage(file.host_fd, file.guest_path,
-                        [FileChunk(0, offset, max(0, file_size - offset))])
+        if not stat.S_ISREG(os.fstat(file.host_fd).st_mode):
+            return -errno.ENODEV
+        cached = ctx.kernel.pager.page_cache.file_for(file.host_fd, file.guest_path)
+        obj = CachedFileObject(cached, nosync=bool(flags & MAP_NOSYNCFILE))
         name = file.guest_path
+        # private writable file memory is committed: its copies-on-write cannot fail
+        committed = share is Share.PRIVATE and bool(prot & PROT_WRITE) \
+            and not flags & (MAP_LAZY | MAP_NORESERVE)
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         end = _check_range(addr, size)
         if addr < MMAP_MIN:
@@ -72,7 +80,8 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         start = found
     lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE))
     try:
-        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
+        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy,
+                             committed=committed))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
     if not ctx.kernel.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
@@ -216,3 +225,38 @@ def sys_munlockall(ctx: SyscallContext, *_: int) -> int:
     for m in list(proc.space.mappings()):
         proc.space.set_locked(m.start, m.end, proc.superlocked)
     return 0
+
+
+@syscall("msync")
+def sys_msync(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) -> int | None:
+    """Write modified pages of shared file mappings back to the file and re-protect them.
+
+    MS_SYNC waits for the simulated device (the caller blocks in REPLY) and
+    fsyncs the host file; MS_ASYNC queues the writes; MS_INVALIDATE also drops
+    clean cached pages so that they are read from the file again. The host
+    file has the bytes as soon as the call is made either way.
+    """
+    if addr % PAGE_SIZE or flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) \
+            or (flags & MS_ASYNC and flags & MS_SYNC):
+        return -errno.EINVAL
+    start, end = _mapped_range(ctx, addr, length)
+    kernel = ctx.kernel
+    space = ctx.proc.space
+    written = space.sync(start, end, invalidate=bool(flags & MS_INVALIDATE))
+    kernel.pager.page_cache.msync_pages_written += written
+    if not written:
+        return 0
+    done = kernel.device.submit(kernel.sched.now(), pages=written, write=True)
+    if not flags & MS_SYNC:
+        return 0
+    for m in space.mappings_in(start, end):
+        if m.obj.cached:
+            m.obj.file.sync()
+    thread = ctx.thread
+    token = kernel.sched.block(thread, ThreadState.REPLY)
+
+    def written_out() -> None:
+        if kernel.sched.is_waiting_on(thread, token):     # not killed meanwhile
+            kernel.sched.wake(thread, token, 0)
+    kernel.timers.at(done, written_out)
+    return None
