@@ -110,7 +110,7 @@ class Pager:
         try:
             source = old.frame if old is not None else mapping.obj.file.frame(
                 mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
-            frame = self.frames.allocate(reserved=mapping.commits)
+            frame = self.frames.allocate()      # copies are not committed: none is reserved
         except OutOfFrames:
             return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
         self.ram.copy_frame(frame, source)

@@ -47,13 +47,10 @@ class Mapping:
     name: str = ""
     lazy: bool = False          # MAP_LAZY / MAP_NORESERVE: frames at first touch, no commit
     locked: bool = False        # mlock / MAP_LOCKED / mlockall: resident since set up
-    committed: bool | None = None   # frames reserved at creation (None: anonymous and not lazy)
-
     @property
     def commits(self) -> bool:
-        """Whether the mapping's frames were committed when it was created."""
-        if self.committed is not None:
-            return self.committed
+        """Whether the mapping's frames are committed when it is created: anonymous memory
+        that is not lazy. (Private file mappings are not: their copies come from free memory.)"""
         return not self.lazy and not self.obj.is_file
 
     def object_offset(self, vaddr: int) -> int:

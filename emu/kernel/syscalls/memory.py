@@ -45,7 +45,6 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         return -errno.ENOMEM
     share = Share.SHARED if kind in (MAP_SHARED, MAP_SHARED_VALIDATE) else Share.PRIVATE
     space = ctx.proc.space
-    committed = None                    # anonymous: committed unless lazy
     if flags & MAP_ANONYMOUS:
         obj: AnonymousMemory | CachedFileObject = AnonymousMemory()
         offset, name = 0, "[anon]"
@@ -60,9 +59,6 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         cached = ctx.kernel.pager.page_cache.file_for(file.host_fd, file.guest_path)
         obj = CachedFileObject(cached, nosync=bool(flags & MAP_NOSYNCFILE))
         name = file.guest_path
-        # private writable file memory is committed: its copies-on-write cannot fail
-        committed = share is Share.PRIVATE and bool(prot & PROT_WRITE) \
-            and not flags & (MAP_LAZY | MAP_NORESERVE)
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         end = _check_range(addr, size)
         if addr < MMAP_MIN:
@@ -80,8 +76,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         start = found
     lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE))
     try:
-        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy,
-                             committed=committed))
+        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
     if not ctx.kernel.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
