@@ -128,6 +128,20 @@ class FdTable:
             raise OSError(errno.EBADF, "bad file descriptor")
         slot.file.close()
 
+    def clone(self) -> FdTable:
+        """A copy for a forked child: the same open files (shared offsets), the same flags."""
+        table = FdTable.__new__(FdTable)
+        table._slots = {}
+        for fd, slot in self._slots.items():
+            slot.file.refs += 1
+            table._slots[fd] = FdSlot(slot.file, slot.cloexec)
+        return table
+
+    def close_on_exec(self) -> None:
+        """Close every descriptor marked close-on-exec."""
+        for fd in [fd for fd, slot in self._slots.items() if slot.cloexec]:
+            self.close(fd)
+
     def close_all(self) -> None:
         """Close every descriptor (process exit)."""
         for fd in list(self._slots):

@@ -18,6 +18,7 @@ from emu.cpu.engine import CpuEngine, Stop, StopKind
 from emu.errors import EmuError
 from emu.kernel.device import BlockDevice
 from emu.kernel.faults import FaultEntry
+from emu.kernel.family import Family
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
@@ -65,6 +66,7 @@ class Kernel:
                                   profile.cycles(profile.write_page_ns))
         self.sched = Scheduler(bus, engine.now, profile.time_slice)
         self.futexes = FutexTable(self.sched)
+        self.family = Family(self)
         self.syscalls = SyscallTable.for_arch(engine.spec.name)
         self.processes: list[Process] = []
         self._next_id = PROCNTO_PID
@@ -80,7 +82,7 @@ class Kernel:
                                  self.pager, frames, self.costs, bus, stats)
         if faults_in_place:
             engine.fastpath.complete_faults_with(self.faults.complete_in_place)
-        self.procnto = self._new_process(engine.spec.name, "procnto")
+        self.procnto = self.new_process(engine.spec.name, "procnto", guest=False)
         for i in range(mm_threads):
             server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
                             priority=profile.default_priority,
@@ -96,7 +98,9 @@ class Kernel:
         ident, self._next_id = self._next_id, self._next_id + 1
         return ident
 
-    def _new_process(self, arch: str, exe: str, uid: int = 0) -> Process:
+    def new_process(self, arch: str, exe: str, uid: int = 0, guest: bool = True) -> Process:
+        """A process with an empty address space (a guest one counts until it exits)."""
+        self._live_guests += guest
         space = AddressSpace(self.frames, self._on_translations_removed, self._on_write_back)
         mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc))
         proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
@@ -114,29 +118,35 @@ class Kernel:
         """Create a process running `image` with one thread at its entry point; `lock` and
         `superlock` apply procnto's -ml / -mL to it before it starts."""
         exe = self.root.guest_path_of(image.path) or image.path
-        proc = self._new_process(image.arch, exe, uid)
-        self._live_guests += 1
+        proc = self.new_process(image.arch, exe, uid)
+        if superlock:
+            proc.superlocked = proc.lock_future = True
+        elif lock:
+            proc.lock_future = True
+        sp = self.load_image(proc, image, argv, envp)
+        if sp is None:
+            raise EmuError("not enough RAM to lock the program in memory: use a larger --ram")
+        prio = self.profile.default_priority
+        thread = Thread(tid=proc.pid, process=proc, pc=image.entry, priority=prio,
+                        base_priority=prio, context=self.fresh_context(sp), name="main")
+        self.add_thread(thread)
+        return proc
+
+    def load_image(self, proc: Process, image: ElfImage, argv: list[str],
+                   envp: list[str]) -> int | None:
+        """Map `image` and a fresh stack into `proc`'s (empty) address space, applying its
+        locking state, and build the initial stack; returns the initial SP, or None if the
+        locked image did not fit in RAM."""
         map_image(proc.space, image)
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
-        if superlock:
-            resident = self.superlock(proc)
-        elif lock:
-            proc.lock_future = True
-            resident = all(self.lock(proc, m.start, m.end) for m in proc.space.mappings())
-        else:
-            resident = True
-        if not resident:
-            raise EmuError("not enough RAM to lock the program in memory: use a larger --ram")
-        who = ProcessIdentity(uid=uid, gid=uid, hwcap=self.engine.spec.hwcap,
+        if proc.lock_future and not all(self.lock(proc, m.start, m.end)
+                                        for m in proc.space.mappings()):
+            return None
+        who = ProcessIdentity(uid=proc.uid, gid=proc.gid, hwcap=self.engine.spec.hwcap,
                               platform=self.engine.spec.platform)
-        sp = build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, exe, who)
-        prio = self.profile.default_priority
-        thread = Thread(tid=proc.pid, process=proc, pc=image.entry, priority=prio,
-                        base_priority=prio, context=self._fresh_context(sp), name="main")
-        self.add_thread(thread)
-        return proc
+        return build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, proc.exe_path, who)
 
     def add_thread(self, thread: Thread) -> None:
         """Register a new guest thread and make it READY."""
@@ -182,7 +192,7 @@ class Kernel:
                 self.sched.wake(thread, token, 0)
         self.timers.at(when, wake)
 
-    def _fresh_context(self, sp: int) -> object:
+    def fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""
         engine = self.engine
         saved = engine.save_context()
@@ -391,6 +401,7 @@ class Kernel:
         self.futexes.forget(proc)
         proc.space.release_all()
         proc.fds.close_all()
+        self.family.on_exit(proc)
 
     # ---- services for system calls ----
 

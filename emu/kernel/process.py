@@ -98,6 +98,10 @@ class Process:
     exit: ExitStatus | None = None
     lock_future: bool = False       # mlockall(MCL_FUTURE): new mappings are locked
     superlocked: bool = False       # ThreadCtl(_NTO_TCTL_IO): everything set up, no faults
+    parent: Process | None = None
+    children: list[Process] = field(default_factory=list)
+    reaped: bool = False            # its exit status was collected by wait4/waitid
+    vfork_parent: Any = None        # (thread, token) of a vfork parent waiting for exec/exit
 
     @property
     def alive(self) -> bool:

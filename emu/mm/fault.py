@@ -101,10 +101,9 @@ def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResol
         if pte.perms & access.prot:
             return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
         # present but read-only in a writable mapping: the page's first write — a private
-        # mapping still showing the page cache's frame gets its own copy
-        private_view = (obj.cached and mapping.share is Share.PRIVATE
-                        and obj.file.pages.get(mapping.object_offset(vaddr) >> PAGE_SHIFT) == pte.frame)
-        cause = FaultCause.COW if private_view else FaultCause.WRITE_TRACK
+        # mapping whose frame is shared (with the page cache, or after fork) gets its own copy
+        shared = mapping.share is Share.PRIVATE and space.frame_shared(pte.frame)
+        cause = FaultCause.COW if shared else FaultCause.WRITE_TRACK
     elif obj.cached:
         offset = mapping.object_offset(vaddr)
         if offset >= obj.file.size:                 # wholly past the end of the file

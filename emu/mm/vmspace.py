@@ -222,6 +222,33 @@ class AddressSpace:
                     self._place(piece)
         return before
 
+    def fork_into(self, child: AddressSpace) -> None:
+        """Give an empty `child` space this one's mappings and pages (fork): shared mappings
+        share their frames; private pages become copy-on-write in both spaces (the frame
+        shared, write permission removed). The child's mappings commit nothing: its copies
+        come from free memory, and it inherits no locks."""
+        assert not child._maps, "fork into a space that is not empty"
+        for m in self._maps:
+            child._place(replace(m, locked=False, lazy=True) if m.commits else
+                         replace(m, locked=False))
+        lowered = False
+        for vpn, pte in list(self.page_table.entries(0, 1 << 52)):
+            mapping = self.find(vpn << PAGE_SHIFT)
+            assert mapping is not None
+            self._frames.share(pte.frame)
+            if mapping.share is Share.PRIVATE and pte.perms & PROT_WRITE:
+                pte = pte._replace(perms=pte.perms & ~PROT_WRITE)
+                self.page_table.map(vpn, pte)
+                lowered = True
+            child.page_table.map(vpn, pte)
+        child.brk_start, child.brk = self.brk_start, self.brk
+        if lowered:
+            self._on_tlb_change(False)
+
+    def frame_shared(self, frame: int) -> bool:
+        """Whether a frame is mapped or held by more than one user (copy-on-write pending)."""
+        return self._frames.refcount(frame) > 1
+
     def set_locked(self, start: int, end: int, locked: bool) -> int:
         """Mark the mapping pages of [start, end) locked or not; returns how many changed."""
         return sum(m.length >> PAGE_SHIFT for m in self._change(start, end, locked=locked)
@@ -243,14 +270,15 @@ class AddressSpace:
 
     def discard(self, start: int, end: int) -> None:
         """Drop the pages of [start, end) but keep the mappings (MADV_DONTNEED): next touch refills them."""
-        code = False
-        for i in list(self._overlapping(start, end)):
-            m = self._maps[i]
-            dropped = self._drop_pages(max(m.start, start), min(m.end, end))
-            if m.commits:
-                self._frames.reserve(dropped)      # committed again for the next touch
-            code |= bool(m.prot & PROT_EXEC)
-        self._on_tlb_change(code)
+        parts = self.mappings_in(start, end)
+        # committed pages are committed again for their next touch: reserve before dropping
+        # (OutOfFrames, with nothing dropped, when that is not possible)
+        self._frames.reserve(sum(len(list(self.page_table.entries(m.start >> PAGE_SHIFT,
+                                                                   m.end >> PAGE_SHIFT)))
+                                 for m in parts if m.commits))
+        for m in parts:
+            self._drop_pages(m.start, m.end)
+        self._on_tlb_change(any(m.prot & PROT_EXEC for m in parts))
 
     def release_all(self) -> None:
         """Unmap everything (process exit)."""

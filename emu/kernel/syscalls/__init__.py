@@ -134,7 +134,8 @@ class SyscallTable:
     @classmethod
     def for_arch(cls, arch: str) -> SyscallTable:
         """The table of `arch` with every registered handler."""
-        from emu.kernel.syscalls import fs, fsmeta, memory, proc, threads  # noqa: F401  (registers)
+        from emu.kernel.syscalls import (family, fs, fsmeta, memory, proc,  # noqa: F401
+                                         threads)                           # (registers)
         table = cls(arch=arch, names=names_by_number(arch))
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:

@@ -128,7 +128,10 @@ def sys_madvise(ctx: SyscallContext, addr: int, length: int, advice: int, *_: in
         return 0
     end = addr + page_align_up(length)
     if advice in (MADV_DONTNEED, MADV_FREE):
-        ctx.proc.space.discard(addr, end)
+        try:
+            ctx.proc.space.discard(addr, end)
+        except OutOfFrames:
+            return -errno.EAGAIN        # the pages could not be committed again
     return 0
 
 

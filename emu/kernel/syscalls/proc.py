@@ -42,8 +42,8 @@ def sys_gettid(ctx: SyscallContext, *_: int) -> int:
 
 @syscall("getppid")
 def sys_getppid(ctx: SyscallContext, *_: int) -> int:
-    """The parent's process id (the first process's parent is 'init', 1... it is pid 0 here)."""
-    return 0
+    """The parent's process id (0 for the first process, or once orphaned)."""
+    return ctx.proc.parent.pid if ctx.proc.parent is not None else 0
 
 
 @syscall("getuid", "geteuid")

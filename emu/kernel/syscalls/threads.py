@@ -9,6 +9,7 @@ from emu.kernel.futex import FUTEX_BITSET_MATCH_ANY, FutexTable
 from emu.kernel.process import SchedPolicy, Thread, ThreadState
 from emu.kernel.sched import MAX_PRIORITY, MIN_PRIORITY
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.kernel.syscalls.family import clone_process
 from emu.kernel.syscalls.proc import CLOCK_REALTIME, CLOCK_REALTIME_EPOCH_NS
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
@@ -30,10 +31,12 @@ _IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SI
 def sys_clone(ctx: SyscallContext, flags: int, stack: int, ptid: int, a3: int, a4: int,
               *_: int) -> int:
     """Create a thread (the flags glibc's pthread_create uses); processes come with fork."""
-    if flags & _THREAD_FLAGS != _THREAD_FLAGS:
-        return -errno.ENOSYS        # fork-style clone: not yet
     # the order of the last two arguments differs between the ABIs
     ctid, tls = (a3, a4) if ctx.arch == "x86_64" else (a4, a3)
+    if not flags & CLONE_THREAD:
+        return clone_process(ctx, flags, ptid, ctid)
+    if flags & _THREAD_FLAGS != _THREAD_FLAGS:
+        return -errno.EINVAL
     child = ctx.kernel.clone_thread(ctx.thread, stack, tls if flags & CLONE_SETTLS else None)
     if flags & CLONE_PARENT_SETTID:
         ctx.mem.write(ptid, struct.pack("<i", child.tid))
