@@ -4,7 +4,3 @@ from __future__ import annotations
 
 class EmuError(Exception):
     """A problem with the user's input or environment, reported as one line on stderr."""
-
-
-class GuestExit(Exception):
-    """Raised inside the kernel when the whole guest has finished (all processes gone)."""
