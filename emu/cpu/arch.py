@@ -66,6 +66,26 @@ AARCH64 = ArchSpec(
 )
 
 ARCHES = {spec.name: spec for spec in (X86_64, AARCH64)}
+
+# Registers a signal frame saves and rt_sigreturn restores, by the names emu/kernel/sigframe.py
+# uses. x86 fp0-fp7 are the physical x87 registers (80 bits each), fptag the full tag word.
+SIGNAL_REGISTERS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        **{name: getattr(x86, f"UC_X86_REG_{name.upper()}") for name in (
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
+            "rdx", "rax", "rcx", "rsp", "rip", "eflags", "mxcsr", "fop", "fip", "fdp")},
+        "fcw": x86.UC_X86_REG_FPCW, "fsw": x86.UC_X86_REG_FPSW, "fptag": x86.UC_X86_REG_FPTAG,
+        **{f"fp{i}": x86.UC_X86_REG_FP0 + i for i in range(8)},
+        **{f"xmm{i}": x86.UC_X86_REG_XMM0 + i for i in range(16)},
+    },
+    "aarch64": {
+        **{f"x{i}": getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(31)},
+        "sp": a64.UC_ARM64_REG_SP, "pc": a64.UC_ARM64_REG_PC, "nzcv": a64.UC_ARM64_REG_NZCV,
+        "fpsr": a64.UC_ARM64_REG_FPSR, "fpcr": a64.UC_ARM64_REG_FPCR,
+        **{f"v{i}": a64.UC_ARM64_REG_V0 + i for i in range(32)},
+    },
+}
+X86_FP_REGISTERS = range(x86.UC_X86_REG_FP0, x86.UC_X86_REG_FP7 + 1)
 ELF_MACHINES = {spec.elf_machine: spec for spec in (X86_64, AARCH64)}
 
 

@@ -15,8 +15,9 @@ from unicorn import arm64_const as a64
 from unicorn import x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from emu.cpu.arch import ArchSpec
+from emu.cpu.arch import SIGNAL_REGISTERS, X86_FP_REGISTERS, ArchSpec
 from emu.cpu.costs import BlockCoster
+from emu.cpu.faultaddr import FaultAddressDecoder
 from emu.cpu.fastpath import FastPath, ffi, lib
 from emu.profile import InstructionCosts
 
@@ -30,6 +31,8 @@ ACCESS_FETCH = lib.FP_ACCESS_FETCH
 _NEVER = 0xFFFF_FFFF_FFFF_FFFF
 _A64_EXCP_SWI = 2          # QEMU's EXCP_SWI: svc
 _A64_EXCP_BKPT = 7         # brk
+_A64_EXCP_UDEF = 1         # undefined instruction; Unicorn reports brk as this too
+_A64_BRK_MASK, _A64_BRK = 0xFFE0001F, 0xD4200000
 
 
 class StopKind(enum.Enum):
@@ -69,6 +72,7 @@ class CpuEngine:
         self.spec = spec
         self.read_code = read_code
         self._coster = BlockCoster(spec, costs)
+        self._fault_decoder = FaultAddressDecoder(spec)
         self.fastpath = fastpath = FastPath(self._cost_block)
         fastpath.state.tlb_fill_cost = tlb_fill_cost
         uc = unicorn.Uc(spec.uc_arch, spec.uc_mode)
@@ -103,7 +107,7 @@ class CpuEngine:
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _user: object) -> None:
         if self.spec.name == "aarch64":
             kind = {_A64_EXCP_SWI: StopKind.SYSCALL, _A64_EXCP_BKPT: StopKind.BREAKPOINT,
-                    1: StopKind.ILLEGAL}.get(intno, StopKind.CPU_ERROR)
+                    _A64_EXCP_UDEF: StopKind.ILLEGAL}.get(intno, StopKind.CPU_ERROR)
         else:
             kind = {0: StopKind.ARITHMETIC, 3: StopKind.BREAKPOINT,
                     6: StopKind.ILLEGAL}.get(intno, StopKind.CPU_ERROR)
@@ -133,9 +137,12 @@ class CpuEngine:
             return Stop(StopKind.FAULT, pc=now, fault_vaddr=st.fault_vaddr,
                         fault_access=st.fault_access)
         if self._pending is not None:
-            if self._pending.kind is not StopKind.SYSCALL:
+            kind = self._pending.kind
+            if kind is not StopKind.SYSCALL:
                 self._uncount_unretired(now)
-            return Stop(self._pending.kind, pc=now, detail=self._pending.detail)
+            if kind is StopKind.ILLEGAL and self.spec.name == "aarch64" and self._is_brk(now):
+                kind = StopKind.BREAKPOINT
+            return Stop(kind, pc=now, detail=self._pending.detail)
         if error is not None:
             if error.errno == unicorn.UC_ERR_INSN_INVALID:
                 self._uncount_unretired(now)
@@ -147,6 +154,11 @@ class CpuEngine:
             return Stop(StopKind.DEADLINE, pc=now)
         # emu_start's `until` is 0: the guest jumped to address 0
         return Stop(StopKind.FAULT, pc=now, fault_vaddr=now, fault_access=ACCESS_FETCH)
+
+    def _is_brk(self, pc: int) -> bool:
+        """Whether the AArch64 instruction at `pc` is a brk."""
+        word = int.from_bytes(self.read_code(pc, 4), "little")    # it was just fetched
+        return word & _A64_BRK_MASK == _A64_BRK
 
     def _uncount_unretired(self, pc: int) -> None:
         """Take back the instructions of the current block from `pc` on (they did not retire)."""
@@ -202,6 +214,32 @@ class CpuEngine:
     def set_syscall_result(self, value: int) -> None:
         """Store a syscall's return value (negative errno as two's complement)."""
         self.uc.reg_write(self.spec.syscall_ret, value & 0xFFFFFFFFFFFFFFFF)
+
+    def read_registers(self) -> dict[str, int]:
+        """The registers a signal frame saves, by name (emu.cpu.arch.SIGNAL_REGISTERS)."""
+        read = self.uc.reg_read
+        regs: dict[str, int] = {}
+        for name, reg in SIGNAL_REGISTERS[self.spec.name].items():
+            value = read(reg)
+            if isinstance(value, tuple):        # x87 register: (mantissa, exponent)
+                value = value[0] | (value[1] << 64)
+            regs[name] = value
+        return regs
+
+    def write_registers(self, regs: dict[str, int]) -> None:
+        """Load the named registers (names as in `read_registers`)."""
+        ids = SIGNAL_REGISTERS[self.spec.name]
+        for name, value in regs.items():
+            reg = ids[name]
+            if reg in X86_FP_REGISTERS and self.spec.name == "x86_64":
+                self.uc.reg_write(reg, (value & 0xFFFF_FFFF_FFFF_FFFF, (value >> 64) & 0xFFFF))
+            else:
+                self.uc.reg_write(reg, value)
+
+    def fault_address(self, code: bytes, pc: int, page: int) -> int:
+        """The byte address that the faulting instruction `code` at `pc` touched in `page` (the
+        fill hook records only the page); registers are the loaded thread's."""
+        return self._fault_decoder.address(code, pc, page, self.uc.reg_read)
 
     def save_context(self) -> unicorn.UcContext:
         """Snapshot of the CPU registers (a thread's context)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.kernel.process import Process, Thread, ThreadState
+from emu.kernel.signals import AltStack
 from emu.loader.elf import read_elf
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Family:
         child = k.new_process(pp.arch, pp.exe_path, pp.uid)
         child.gid, child.cwd, child.umask, child.root = pp.gid, pp.cwd, pp.umask, pp.root
         child.fds = pp.fds.clone()
+        child.sig = pp.sig.copy_for_fork()          # same dispositions, nothing pending
         child.parent = pp
         pp.children.append(child)
         pp.space.fork_into(child.space)
@@ -76,7 +78,7 @@ class Family:
         engine.restore_context(saved)
         thread = Thread(tid=child.pid, process=child, pc=engine.pc, context=context,
                         priority=parent.base_priority, base_priority=parent.base_priority,
-                        policy=parent.policy, name="main")
+                        policy=parent.policy, name="main", sig=parent.sig.for_fork())
         k.add_thread(thread)
         if vfork:
             token = k.sched.block(parent, ThreadState.REPLY)
@@ -115,6 +117,8 @@ class Family:
         proc.space.release_all()
         proc.fds.close_on_exec()
         proc.lock_future = proc.superlocked = False      # exec releases locks
+        proc.sig.reset_for_exec()                         # caught signals back to SIG_DFL
+        thread.sig.altstack = AltStack()
         proc.exe_path = guest_path
         thread.clear_child_tid = 0
         sp = k.load_image(proc, image, argv, envp)

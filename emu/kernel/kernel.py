@@ -23,11 +23,13 @@ from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
+from emu.kernel.sigdeliver import SignalDelivery, exception_info, fault_info
+from emu.kernel.signals import SI_KERNEL, SigInfo, deliverable
 from emu.kernel.syscalls import SyscallContext, SyscallTable
 from emu.kernel.timers import TimerQueue
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
-from emu.mm.fault import ACCESS_BY_VALUE, SI_CODE_NAMES, Access
+from emu.mm.fault import ACCESS_BY_VALUE, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pager import Pager, work_cycles
@@ -36,10 +38,9 @@ from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, Address
 from emu.profile import Profile
 from emu.servers.procnto import MemoryManager
 from emu.trace.events import EventBus, EventKind
-from emu.trace.stats import RunStats, signal_name
+from emu.trace.stats import RunStats
 
-_STOP_SIGNALS = {StopKind.ILLEGAL: signal.SIGILL, StopKind.BREAKPOINT: signal.SIGTRAP,
-                 StopKind.ARITHMETIC: signal.SIGFPE, StopKind.CPU_ERROR: signal.SIGSEGV}
+_EXCEPTIONS = (StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC)  # SIGILL/TRAP/FPE
 PROCNTO_PID = 1
 
 
@@ -75,6 +76,7 @@ class Kernel:
         self._last_run: Thread | None = None
         self._run_start = 0
         self._live_guests = 0
+        self._in_guest = False                  # inside engine.run (a fault completed in place)
         self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
                                 engine.now, engine.charge, stats.count_fault,
                                 self._fault_signal)
@@ -91,6 +93,8 @@ class Kernel:
             self.procnto.threads.append(server)
             self.sched.admit_blocked(server, ThreadState.RECEIVE)
             self.mm.add_server(server)
+        self.signals = SignalDelivery(engine, self.sched, bus, self.processes, self._end_process,
+                                      self.procnto)
 
     # ---- processes and threads ----
 
@@ -167,7 +171,7 @@ class Kernel:
         child = Thread(tid=self._allocate_id(), process=parent.process, pc=engine.pc,
                        context=context, priority=parent.base_priority,
                        base_priority=parent.base_priority, policy=parent.policy,
-                       name=f"thread{len(parent.process.threads)}")
+                       name=f"thread{len(parent.process.threads)}", sig=parent.sig.for_new_thread())
         self.add_thread(child)
         return child
 
@@ -183,14 +187,17 @@ class Kernel:
         """Wake up to `count` threads waiting on `proc`'s futex word at `addr`."""
         return self.futexes.wake(FutexTable.key(proc, addr), count)
 
-    def sleep_until(self, thread: Thread, when: int) -> None:
-        """Block the running `thread` in NANOSLEEP until the clock reaches `when` (result 0)."""
+    def sleep_until(self, thread: Thread, when: int, rem: int = 0) -> None:
+        """Block the running `thread` in NANOSLEEP until the clock reaches `when` (result 0); a
+        signal ends it early with EINTR, the time left stored at `rem` if given."""
         token = self.sched.block(thread, ThreadState.NANOSLEEP)
 
         def wake() -> None:
-            if self.sched.is_waiting_on(thread, token):     # not killed meanwhile
+            if self.sched.is_waiting_on(thread, token):     # not killed or interrupted meanwhile
                 self.sched.wake(thread, token, 0)
-        self.timers.at(when, wake)
+        timer = self.timers.at(when, wake)
+        self.signals.waiting(thread, token, lambda: self.signals.end_sleep(
+            thread, token, timer, rem, self.profile.nanoseconds(max(0, when - self.engine.cycles))))
 
     def fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""
@@ -210,6 +217,8 @@ class Kernel:
         while self.live_guests:
             thread = self.next_thread()
             if thread is None:
+                if not self.live_guests:        # the last one died of a signal just now
+                    break
                 due = self.timers.next_due()
                 if due is None:
                     self._deadlock()
@@ -219,20 +228,30 @@ class Kernel:
             self.run_thread(thread)
 
     def next_thread(self) -> Thread | None:
-        """Fire due timers, then dispatch and switch to the thread that runs next."""
+        """Fire due timers, then dispatch and switch to the thread that runs next; a guest
+        thread about to return to user mode acts on its pending signals first."""
         self.timers.fire_due(self.engine.cycles)
-        thread = self.sched.dispatch()
-        if thread is not None:
+        while (thread := self.sched.dispatch()) is not None:
             self._switch_to(thread)
+            if thread.body is None:
+                if self._in_guest:      # a fault completed in place: no signal arrived meanwhile
+                    assert not deliverable(thread.sig, thread.process.sig.shared)
+                else:
+                    self.signals.deliver(thread)
+                    if thread.state is ThreadState.DEAD:
+                        continue
             self._run_start = self.engine.cycles
-        return thread
+            return thread
+        return None
 
     def run_thread(self, thread: Thread) -> None:
         if thread.body is not None:
             thread.body(thread)
         else:
+            self._in_guest = True
             stop = self.engine.run(thread.pc, insn_limit=self.insn_limit,
                                    deadline=self.deadline(thread))
+            self._in_guest = False
             thread.pc = stop.pc
             self._handle_stop(thread, stop)
         self.sched.slice_used(thread, self.engine.cycles - self._run_start)
@@ -277,13 +296,17 @@ class Kernel:
             print(f"emu: instruction limit ({self.insn_limit}) reached at pc {stop.pc:#x}",
                   file=sys.stderr)
             self.kill(thread.process, signal.SIGXCPU)
-        elif stop.kind in _STOP_SIGNALS:
+        elif stop.kind in _EXCEPTIONS:
+            self.signals.force(thread, exception_info(stop.kind, thread.process.arch, stop.pc),
+                               f"emu: {stop.kind.value} at pc {stop.pc:#x} ({stop.detail})")
+        elif stop.kind is StopKind.CPU_ERROR:
             print(f"emu: {stop.kind.value} at pc {stop.pc:#x} ({stop.detail})", file=sys.stderr)
-            self.kill(thread.process, _STOP_SIGNALS[stop.kind])
+            self.kill(thread.process, signal.SIGSEGV)
 
     def _syscall(self, thread: Thread) -> None:
         self.engine.charge(self.costs.syscall)
         nr, args = self.engine.syscall_number_and_args()
+        thread.sig.syscall = (nr, args[0])      # to restart it after a signal handler
         ctx = SyscallContext(proc=thread.process, thread=thread, kernel=self)
         result = self.syscalls.dispatch(ctx, nr, args)
         if result is not None and thread.state is not ThreadState.DEAD:
@@ -302,14 +325,11 @@ class Kernel:
 
     def _fault_signal(self, thread: Thread, signo: int, si_code: int, vaddr: int,
                       access: Access) -> None:
-        """A fault the memory manager could not resolve: the default action kills the process."""
-        proc = thread.process
-        print(f"emu: pid {proc.pid} tid {thread.tid}: {signal_name(signo)} "
-              f"({SI_CODE_NAMES.get((signo, si_code), si_code)}: {access.name.lower()} at "
-              f"{vaddr:#x}, pc {thread.pc:#x})", file=sys.stderr)
-        self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
-                      code=si_code, vaddr=vaddr)
-        self._end_process(proc, ExitStatus(signal=signo))
+        """A fault the memory manager could not resolve: SIGSEGV/SIGBUS for the faulting thread
+        (in WAITPAGE), which then runs its handler, or dies with it if it has none."""
+        info = fault_info(signo, si_code, vaddr, access)
+        if self.signals.force(thread, info, self.signals.fault_line(thread, info, access)):
+            self.sched.wake(thread, thread.wait_token)
 
     def lock(self, proc: Process, start: int, end: int) -> bool:
         """Lock [start, end) of `proc` and make it resident now (superlocked: with final
@@ -367,11 +387,10 @@ class Kernel:
     # ---- ending ----
 
     def kill(self, proc: Process, signo: int) -> None:
-        """Terminate `proc` by signal `signo` (its default action)."""
+        """Terminate `proc` by signal `signo` whatever its disposition (instruction limit,
+        deadlock)."""
         thread = self.sched.current if self.sched.current in proc.threads else proc.threads[0]
-        self.bus.emit(self.engine.cycles, EventKind.SIGNAL, proc.pid, thread.tid, signal=signo,
-                      code=0, vaddr=0)
-        self._end_process(proc, ExitStatus(signal=signo))
+        self.signals.terminate(proc, SigInfo(signo, SI_KERNEL), thread)
 
     def exit_thread(self, thread: Thread, code: int) -> None:
         """End one thread (waking a joiner through its clear-child-tid word); the last ends the process."""

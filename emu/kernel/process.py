@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from emu.kernel.files import FdTable
 from emu.kernel.guestfs import GuestRoot
+from emu.kernel.signals import ProcessSignals, ThreadSignals
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import AddressSpace
 
@@ -22,11 +23,14 @@ class ThreadState(str, enum.Enum):
     NANOSLEEP = "NANOSLEEP"
     JOIN = "JOIN"               # futex wait on another thread's exit (pthread_join)
     MUTEX = "MUTEX"             # any other futex wait (QNX would say MUTEX or CONDVAR)
+    SIGSUSPEND = "SIGSUSPEND"   # rt_sigsuspend: waiting for a signal handler to run
+    SIGWAITINFO = "SIGWAITINFO"  # rt_sigtimedwait: waiting to accept a signal
     DEAD = "DEAD"
 
 
 BLOCKED_STATES = frozenset({ThreadState.WAITPAGE, ThreadState.RECEIVE, ThreadState.REPLY,
-                            ThreadState.NANOSLEEP, ThreadState.JOIN, ThreadState.MUTEX})
+                            ThreadState.NANOSLEEP, ThreadState.JOIN, ThreadState.MUTEX,
+                            ThreadState.SIGSUSPEND, ThreadState.SIGWAITINFO})
 
 
 class SchedPolicy(enum.IntEnum):
@@ -59,6 +63,7 @@ class Thread:
     name: str = ""
     cpu_cycles: int = 0             # cycles spent RUNNING, up to `running_since`
     running_since: int = 0          # when it last became RUNNING
+    sig: ThreadSignals = field(default_factory=ThreadSignals)  # mask, pending, sigaltstack
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -98,6 +103,7 @@ class Process:
     exit: ExitStatus | None = None
     lock_future: bool = False       # mlockall(MCL_FUTURE): new mappings are locked
     superlocked: bool = False       # ThreadCtl(_NTO_TCTL_IO): everything set up, no faults
+    sig: ProcessSignals = field(default_factory=ProcessSignals)  # dispositions, shared pending
     parent: Process | None = None
     children: list[Process] = field(default_factory=list)
     reaped: bool = False            # its exit status was collected by wait4/waitid

@@ -19,6 +19,11 @@ CASES = [
     ("unknown_syscall", []),
     ("bad_access", ["null-read"]),
     ("bad_access", ["ro-write"]),
+    # signals: every mode but bus-lazy (MAP_LAZY is emu's), sigill (qemu-aarch64 reports
+    # ILL_ILLOPN where Linux reports ILL_ILLOPC) and the timing-dependent eintr and nanosleep
+    *(("signals", [mode]) for mode in (
+        "segv-accerr", "segv-maperr", "raise", "mask", "timedwait", "altstack", "flags",
+        "sigtrap", "sigfpe", "restart", "sigsuspend", "async", "abort", "ignore")),
 ]
 
 

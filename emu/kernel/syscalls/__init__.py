@@ -19,6 +19,7 @@ from emu.mm.uaccess import BadAddress, UserMemory
 if TYPE_CHECKING:
     from emu.kernel.futex import FutexTable
     from emu.kernel.sched import Scheduler
+    from emu.kernel.sigdeliver import SignalDelivery
     from emu.kernel.timers import TimerQueue
     from emu.mm.pager import Pager
     from emu.profile import Profile
@@ -32,6 +33,7 @@ class KernelServices(Protocol):
     timers: TimerQueue
     futexes: FutexTable
     profile: Profile
+    signals: SignalDelivery
 
     def exit_thread(self, thread: Thread, code: int) -> None:
         """End one thread."""
@@ -40,7 +42,7 @@ class KernelServices(Protocol):
         """End every thread of a process with exit code `code`."""
 
     def kill(self, proc: Process, signo: int) -> None:
-        """Terminate a process by a signal's default action."""
+        """Terminate a process by a signal, whatever its disposition."""
 
     def clone_thread(self, parent: Thread, stack: int, tls: int | None) -> Thread:
         """A new thread continuing from the parent's system call with result 0."""
@@ -48,8 +50,9 @@ class KernelServices(Protocol):
     def find_thread(self, tid: int) -> Thread | None:
         """The live thread with id `tid`."""
 
-    def sleep_until(self, thread: Thread, when: int) -> None:
-        """Block the running thread until the clock reaches `when` cycles."""
+    def sleep_until(self, thread: Thread, when: int, rem: int = 0) -> None:
+        """Block the running thread until the clock reaches `when` cycles (a signal ends it
+        with EINTR, the time left stored at `rem` if given)."""
 
     def lock(self, proc: Process, start: int, end: int) -> bool:
         """Lock a range and make it resident now; False if RAM ran out."""
@@ -135,7 +138,7 @@ class SyscallTable:
     def for_arch(cls, arch: str) -> SyscallTable:
         """The table of `arch` with every registered handler."""
         from emu.kernel.syscalls import (family, fs, fsmeta, memory, proc,  # noqa: F401
-                                         threads)                           # (registers)
+                                         signals, threads)                  # (registers)
         table = cls(arch=arch, names=names_by_number(arch))
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:

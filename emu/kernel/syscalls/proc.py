@@ -198,27 +198,6 @@ def sys_getcpu(ctx: SyscallContext, cpu: int, node: int, *_: int) -> int:
     return 0
 
 
-SIG_DFL, SIG_IGN = 0, 1
-
-
-@syscall("rt_sigaction")
-def sys_rt_sigaction(ctx: SyscallContext, sig: int, act: int, oldact: int, *_: int) -> int:
-    """Default and ignore dispositions only: no signal is ever caught yet."""
-    if act and ctx.mem.read_u64(act) not in (SIG_DFL, SIG_IGN):
-        return -errno.ENOSYS
-    if oldact:
-        ctx.mem.write(oldact, bytes(32))
-    return 0
-
-
-@syscall("rt_sigprocmask")
-def sys_rt_sigprocmask(ctx: SyscallContext, how: int, new: int, old: int, size: int, *_: int) -> int:
-    """Signal masks: nothing is ever pending, so the mask is reported empty."""
-    if old:
-        ctx.mem.write(old, bytes(min(size, 128)))
-    return 0
-
-
 _NTO_TCTL_IO = 1
 
 

@@ -1,13 +1,13 @@
-"""Threads, futexes, scheduling, sleeping and default-action signals."""
+"""Threads, futexes, scheduling and sleeping (waits a signal can interrupt)."""
 from __future__ import annotations
 
 import errno
-import signal
 import struct
 
-from emu.kernel.futex import FUTEX_BITSET_MATCH_ANY, FutexTable
+from emu.kernel.futex import FUTEX_BITSET_MATCH_ANY, FutexTable, Waiter
 from emu.kernel.process import SchedPolicy, Thread, ThreadState
 from emu.kernel.sched import MAX_PRIORITY, MIN_PRIORITY
+from emu.kernel.signals import Restart
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.kernel.syscalls.family import clone_process
 from emu.kernel.syscalls.proc import CLOCK_REALTIME, CLOCK_REALTIME_EPOCH_NS
@@ -21,8 +21,6 @@ FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE = 0, 1, 3, 4
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 TIMER_ABSTIME = 1
-# Signals whose default action is to ignore them (everything else terminates the process).
-_IGNORED_BY_DEFAULT = {signal.SIGCHLD, signal.SIGURG, signal.SIGWINCH, signal.SIGCONT}
 
 
 # ---- threads ----
@@ -53,7 +51,8 @@ def sys_clone3(ctx: SyscallContext, *_: int) -> int:
     return -errno.ENOSYS
 
 
-def _read_timespec(ctx: SyscallContext, addr: int) -> int:
+def read_timespec(ctx: SyscallContext, addr: int) -> int:
+    """The struct timespec at `addr` in nanoseconds (EINVAL if negative or not normalised)."""
     sec, nsec = struct.unpack("<qq", ctx.mem.read(addr, 16))
     if sec < 0 or not 0 <= nsec < 1_000_000_000:
         raise OSError(errno.EINVAL, "bad timespec")
@@ -87,7 +86,7 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
     kernel = ctx.kernel
     deadline = None
     if timeout:
-        ns = _read_timespec(ctx, timeout)
+        ns = read_timespec(ctx, timeout)
         if cmd == FUTEX_WAIT:                       # relative
             deadline = kernel.now_ns() + ns
         else:                                       # absolute, MONOTONIC or REALTIME
@@ -99,7 +98,19 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
     if deadline is not None:
         waiter.timer = kernel.timers.at(kernel.profile.cycles(deadline),
                                         lambda: table.time_out(waiter))
+    # a signal ends the wait; without a timeout, SA_RESTART restarts it (Linux: -ERESTARTSYS)
+    restart = Restart.RESTARTSYS if deadline is None else Restart.EINTR
+    kernel.signals.waiting(ctx.thread, waiter.token,
+                           lambda: _interrupt_futex(table, waiter, restart))
     return None
+
+
+def _interrupt_futex(table: FutexTable, waiter: Waiter, restart: Restart) -> Restart:
+    """A signal ends a futex wait: the waiter leaves its queue and is woken (through the
+    scheduler, once) by the table's time-out path, with EINTR instead of ETIMEDOUT."""
+    table.time_out(waiter)
+    waiter.thread.pending_result = -errno.EINTR
+    return restart
 
 
 def _is_join(ctx: SyscallContext, uaddr: int) -> bool:
@@ -112,9 +123,9 @@ def _is_join(ctx: SyscallContext, uaddr: int) -> bool:
 @syscall("nanosleep")
 def sys_nanosleep(ctx: SyscallContext, req: int, rem: int, *_: int) -> int | None:
     """Sleep for a relative time on the simulated clock."""
-    ns = _read_timespec(ctx, req)
+    ns = read_timespec(ctx, req)
     kernel = ctx.kernel
-    kernel.sleep_until(ctx.thread, kernel.profile.cycles(kernel.now_ns() + ns))
+    kernel.sleep_until(ctx.thread, kernel.profile.cycles(kernel.now_ns() + ns), rem)
     return None
 
 
@@ -122,7 +133,7 @@ def sys_nanosleep(ctx: SyscallContext, req: int, rem: int, *_: int) -> int | Non
 def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int, rem: int,
                         *_: int) -> int | None:
     """Sleep for a relative time, or until an absolute one (TIMER_ABSTIME)."""
-    ns = _read_timespec(ctx, req)
+    ns = read_timespec(ctx, req)
     kernel = ctx.kernel
     if flags & TIMER_ABSTIME:
         target = ns - (CLOCK_REALTIME_EPOCH_NS if to_int32(clock_id) == CLOCK_REALTIME else 0)
@@ -130,7 +141,8 @@ def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int
         target = kernel.now_ns() + ns
     if target <= kernel.now_ns():
         return 0
-    kernel.sleep_until(ctx.thread, kernel.profile.cycles(target))
+    kernel.sleep_until(ctx.thread, kernel.profile.cycles(target),
+                       0 if flags & TIMER_ABSTIME else rem)
     return None
 
 
@@ -214,42 +226,3 @@ def sys_sched_yield(ctx: SyscallContext, *_: int) -> int:
     """Go to the end of the ready queue of one's priority."""
     ctx.kernel.sched.yield_cpu(ctx.thread)
     return 0
-
-
-# ---- signals (default actions; handlers come with the signals work) ----
-
-def _send(ctx: SyscallContext, thread: Thread, sig: int) -> int:
-    if sig == 0:
-        return 0
-    if not 1 <= sig < 65:
-        return -errno.EINVAL
-    if sig not in _IGNORED_BY_DEFAULT:
-        ctx.kernel.kill(thread.process, sig)
-    return 0
-
-
-@syscall("tgkill")
-def sys_tgkill(ctx: SyscallContext, tgid: int, tid: int, sig: int, *_: int) -> int:
-    """Send a signal to one thread (default action)."""
-    thread = ctx.kernel.find_thread(to_int32(tid))
-    if thread is None or thread.process.pid != to_int32(tgid):
-        return -errno.ESRCH
-    return _send(ctx, thread, to_int32(sig))
-
-
-@syscall("tkill")
-def sys_tkill(ctx: SyscallContext, tid: int, sig: int, *_: int) -> int:
-    """Send a signal to one thread (default action)."""
-    thread = ctx.kernel.find_thread(to_int32(tid))
-    if thread is None:
-        return -errno.ESRCH
-    return _send(ctx, thread, to_int32(sig))
-
-
-@syscall("kill")
-def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
-    """Send a signal to a process (default action); only one's own process for now."""
-    pid = to_int32(pid)
-    if pid not in (0, ctx.proc.pid):
-        return -errno.ESRCH
-    return _send(ctx, ctx.thread, to_int32(sig))

@@ -1,0 +1,243 @@
+"""Signal system calls: dispositions, masks, the alternate stack, waiting for and sending signals.
+
+The mechanism is in emu/kernel/signals.py (state and rules) and
+emu/kernel/sigdeliver.py (sending, delivery, rt_sigreturn).
+"""
+from __future__ import annotations
+
+import errno
+import signal
+import struct
+
+from emu.kernel.process import Process, Thread, ThreadState
+from emu.kernel.signals import (SI_TKILL, SI_USER, SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK,
+                                SIGSET_SIZE, UNBLOCKABLE, AltStack, Restart, SigAction, SigInfo,
+                                deliverable, dequeue, valid_signal)
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.kernel.syscalls.threads import read_timespec
+from emu.kernel.timers import Timer
+from emu.mm.uaccess import BadAddress
+
+
+def _read_sigset(ctx: SyscallContext, addr: int) -> int:
+    return ctx.mem.read_u64(addr) & ~UNBLOCKABLE
+
+
+# ---- dispositions and masks ----
+
+@syscall("rt_sigaction")
+def sys_rt_sigaction(ctx: SyscallContext, sig: int, act: int, oldact: int, sigsetsize: int,
+                     *_: int) -> int:
+    """Read and/or set the disposition of a signal (the kernel's struct sigaction)."""
+    signo = to_int32(sig)
+    if sigsetsize != SIGSET_SIZE or not valid_signal(signo):
+        return -errno.EINVAL
+    if act and signo in (signal.SIGKILL, signal.SIGSTOP):
+        return -errno.EINVAL
+    old = ctx.proc.sig.action(signo)
+    if act:
+        ctx.kernel.signals.set_action(ctx.proc, signo,
+                                      SigAction.unpack(ctx.mem.read(act, SigAction.SIZE)))
+    if oldact:
+        ctx.mem.write(oldact, old.pack())
+    return 0
+
+
+@syscall("rt_sigprocmask")
+def sys_rt_sigprocmask(ctx: SyscallContext, how: int, new: int, old: int, sigsetsize: int,
+                       *_: int) -> int:
+    """Block, unblock or set the calling thread's signal mask; report the previous one."""
+    if sigsetsize != SIGSET_SIZE:
+        return -errno.EINVAL
+    previous = ctx.thread.sig.mask
+    if new:
+        value = _read_sigset(ctx, new)
+        how = to_int32(how)
+        if how == SIG_BLOCK:
+            mask = previous | value
+        elif how == SIG_UNBLOCK:
+            mask = previous & ~value
+        elif how == SIG_SETMASK:
+            mask = value
+        else:
+            return -errno.EINVAL
+        ctx.kernel.signals.set_mask(ctx.thread, mask)
+    if old:
+        ctx.mem.write_u64(old, previous)
+    return 0
+
+
+@syscall("rt_sigpending")
+def sys_rt_sigpending(ctx: SyscallContext, out: int, sigsetsize: int, *_: int) -> int:
+    """The signals pending for the thread or its process that its mask blocks."""
+    if sigsetsize > SIGSET_SIZE:
+        return -errno.EINVAL
+    sig = ctx.thread.sig
+    pending = (sig.pending.mask | ctx.proc.sig.shared.mask) & sig.mask
+    ctx.mem.write(out, struct.pack("<Q", pending)[:sigsetsize])
+    return 0
+
+
+@syscall("sigaltstack")
+def sys_sigaltstack(ctx: SyscallContext, new: int, old: int, *_: int) -> int:
+    """Set and/or report the calling thread's alternate signal stack."""
+    signals = ctx.kernel.signals
+    sp = signals.user_sp()
+    alt = ctx.thread.sig.altstack
+    previous = alt.pack(signals.altstack_flags(alt, sp))
+    if new:
+        error = signals.change_altstack(ctx.thread, AltStack.unpack(ctx.mem.read(new, 24)), sp)
+        if error:
+            return error
+    if old:
+        ctx.mem.write(old, previous)
+    return 0
+
+
+@syscall("rt_sigreturn")
+def sys_rt_sigreturn(ctx: SyscallContext, *_: int) -> None:
+    """Return from a signal handler: every register comes back from the signal frame."""
+    ctx.kernel.signals.sigreturn(ctx.thread)
+
+
+# ---- waiting for signals ----
+
+@syscall("rt_sigsuspend")
+def sys_rt_sigsuspend(ctx: SyscallContext, mask: int, sigsetsize: int, *_: int) -> int | None:
+    """Wait with a temporary mask until a signal handler runs; always fails with EINTR."""
+    if sigsetsize != SIGSET_SIZE:
+        return -errno.EINVAL
+    thread, kernel = ctx.thread, ctx.kernel
+    sig = thread.sig
+    temporary = _read_sigset(ctx, mask)
+    sig.saved_mask = sig.mask           # the handler's frame saves this; restored after it
+    kernel.signals.set_mask(thread, temporary)
+    if deliverable(sig, ctx.proc.sig.shared):
+        sig.restart = Restart.RESTARTNOHAND
+        return -errno.EINTR
+    token = kernel.sched.block(thread, ThreadState.SIGSUSPEND)
+
+    def interrupted() -> Restart:
+        kernel.sched.wake(thread, token, -errno.EINTR)
+        return Restart.RESTARTNOHAND
+    kernel.signals.waiting(thread, token, interrupted)
+    return None
+
+
+def _accept(thread: Thread, wanted: int) -> SigInfo | None:
+    """Take a pending signal of `wanted` whether the mask blocks it or not."""
+    return dequeue(thread.sig, thread.process.sig.shared, ~wanted)
+
+
+def _report(proc: Process, info_addr: int, info: SigInfo) -> int:
+    """rt_sigtimedwait's result: the signal number, its siginfo stored at `info_addr`."""
+    if info_addr:
+        try:
+            proc.mem.write(info_addr, info.pack())
+        except BadAddress:
+            return -errno.EFAULT
+    return info.signo
+
+
+@syscall("rt_sigtimedwait")
+def sys_rt_sigtimedwait(ctx: SyscallContext, wanted_addr: int, info_addr: int, timeout: int,
+                        sigsetsize: int, *_: int) -> int | None:
+    """Accept one of a set of (normally blocked) signals, waiting for it up to a timeout on the
+    simulated clock (EAGAIN when it passes; EINTR if another signal's handler must run)."""
+    if sigsetsize != SIGSET_SIZE:
+        return -errno.EINVAL
+    thread, kernel = ctx.thread, ctx.kernel
+    wanted = _read_sigset(ctx, wanted_addr)
+    ns = read_timespec(ctx, timeout) if timeout else None
+    got = _accept(thread, wanted)
+    if got is not None:
+        return _report(ctx.proc, info_addr, got)
+    if ns == 0:
+        return -errno.EAGAIN
+    sig = thread.sig
+    sig.real_mask = sig.mask
+    sig.mask &= ~wanted                 # wanted signals now wake the thread
+    token = kernel.sched.block(thread, ThreadState.SIGWAITINFO)
+    timer: list[Timer] = []
+
+    def finish(otherwise: int) -> Restart | None:
+        assert sig.real_mask is not None
+        sig.mask, sig.real_mask = sig.real_mask, None
+        for t in timer:
+            t.cancel()
+        accepted = _accept(thread, wanted)
+        result = otherwise if accepted is None else _report(thread.process, info_addr, accepted)
+        kernel.sched.wake(thread, token, result)
+        return Restart.EINTR if accepted is None else None
+
+    def expired() -> None:
+        if kernel.sched.is_waiting_on(thread, token):
+            sig.wait = None
+            finish(-errno.EAGAIN)
+    if ns is not None:
+        timer.append(kernel.timers.at(kernel.profile.cycles(kernel.now_ns() + ns), expired))
+    kernel.signals.waiting(thread, token, lambda: finish(-errno.EINTR))
+    return None
+
+
+# ---- sending ----
+
+def _sendable(ctx: SyscallContext, signo: int) -> bool:
+    if signo and not valid_signal(signo):
+        raise OSError(errno.EINVAL, "bad signal")
+    return signo != 0
+
+
+@syscall("kill")
+def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
+    """Send a signal to a process (0: one's own; -1: every other guest process)."""
+    pid, signo = to_int32(pid), to_int32(sig)
+    send = _sendable(ctx, signo)
+    signals = ctx.kernel.signals
+    if pid == -1:
+        targets = [p for p in signals.processes
+                   if p.alive and p is not ctx.proc and p is not signals.procnto]
+    elif pid == signals.procnto.pid:
+        return -errno.EPERM
+    else:
+        target = ctx.proc if pid == 0 else signals.find_process(abs(pid))
+        targets = [target] if target is not None else []
+    if not targets:
+        return -errno.ESRCH
+    if send:
+        for proc in targets:
+            signals.send(proc, SigInfo(signo, SI_USER, pid=ctx.proc.pid, uid=ctx.proc.uid))
+    return 0
+
+
+def _send_to_thread(ctx: SyscallContext, thread: Thread | None, signo: int) -> int:
+    signals = ctx.kernel.signals
+    if thread is None:
+        return -errno.ESRCH
+    if thread.process is signals.procnto:
+        return -errno.EPERM
+    if _sendable(ctx, signo):
+        signals.send(thread.process, SigInfo(signo, SI_TKILL, pid=ctx.proc.pid, uid=ctx.proc.uid),
+                     thread)
+    return 0
+
+
+@syscall("tgkill")
+def sys_tgkill(ctx: SyscallContext, tgid: int, tid: int, sig: int, *_: int) -> int:
+    """Send a signal to one thread of process `tgid`."""
+    tgid, tid = to_int32(tgid), to_int32(tid)
+    if tgid <= 0 or tid <= 0:
+        return -errno.EINVAL
+    thread = ctx.kernel.find_thread(tid)
+    if thread is not None and thread.process.pid != tgid:
+        thread = None
+    return _send_to_thread(ctx, thread, to_int32(sig))
+
+
+@syscall("tkill")
+def sys_tkill(ctx: SyscallContext, tid: int, sig: int, *_: int) -> int:
+    """Send a signal to one thread."""
+    tid = to_int32(tid)
+    if tid <= 0:
+        return -errno.EINVAL
+    return _send_to_thread(ctx, ctx.kernel.find_thread(tid), to_int32(sig))
