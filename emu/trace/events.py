@@ -21,7 +21,7 @@ class EventKind(str, enum.Enum):
     FAULT_BEGIN = "fault_begin"     # data vaddr, access, cause, origin
     FAULT_END = "fault_end"         # data vaddr, cause, outcome
     PULSE = "pulse"                 # fault pulse sent: data priority, server_pid, server_tid
-    SIGNAL = "signal"               # data signal, code, vaddr
+    SIGNAL = "signal"               # data signal, code, vaddr, action (handler/default/ignore)
     THREAD_CREATE = "thread_create"
     THREAD_EXIT = "thread_exit"
 
