@@ -6,6 +6,8 @@ Each test checks the bytes of the real host file after the run.
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,20 @@ def test_msync_sync_waits_for_the_device(emu, file_map: Path, tmp_path: Path) ->
     main = next(t for t in sync["threads"] if t["name"] == "main")
     # blocked in REPLY for at least the write of PAGES pages (200 us each in the default profile)
     assert main["cycles_by_state"].get("REPLY", 0) >= PAGES * 200_000
+
+
+@pytest.mark.parametrize("mode", ["shared", "async", "private", "coherent", "eof"])
+def test_same_as_qemu_user(emu, file_map: Path, arch: str, mode: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Plain Linux semantics (everything but MAP_NOSYNCFILE): output, status and file bytes."""
+    qemu = shutil.which({"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64"}[arch])
+    if qemu is None:
+        pytest.skip("qemu-user is not installed")
+    ref_dir, our_dir = tmp_path / "qemu", tmp_path / "emu"
+    ref_dir.mkdir()
+    our_dir.mkdir()
+    ref = subprocess.run([qemu, str(file_map), mode, "data.bin", str(PAGES)], cwd=ref_dir,
+                         capture_output=True, text=True, timeout=60)
+    ours = _run(emu, file_map, mode, our_dir)
+    status = 128 - ref.returncode if ref.returncode < 0 else ref.returncode
+    assert (ours.stdout, ours.returncode) == (ref.stdout, status)
+    assert (our_dir / "data.bin").read_bytes() == (ref_dir / "data.bin").read_bytes()
