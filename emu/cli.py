@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="FLAGS",
                      help="procnto memory-manager flags: l locks every process (mlockall), "
                      "L superlocks every process (everything set up at once: no faults, the "
-                     "pre-6.3.2 behaviour), v variable page sizes (default on; ~v turns it off; "
-                     "large pages are not implemented yet)")
+                     "pre-6.3.2 behaviour), v variable page sizes: committed memory coalesces "
+                     "into large pages (default on; ~v turns it off)")
     run.add_argument("--mm-threads", type=_nonnegative, default=1, metavar="N",
                      help="procnto memory-manager server threads (default 1)")
     run.add_argument("--stop-on-every-fault", action="store_true",

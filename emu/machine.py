@@ -62,7 +62,8 @@ def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
                        profile.tlb_fill)
     kernel = Kernel(engine, ram, frames, GuestRoot(config.root), profile, bus, stats,
                     insn_limit=config.max_instructions, mm_threads=config.mm_threads,
-                    faults_in_place=config.faults_in_place)
+                    faults_in_place=config.faults_in_place,
+                    large_pages=config.mm_flags.variable_page_sizes)
     proc = kernel.spawn(image, [config.program, *config.args], list(config.env), config.uid,
                         lock=config.mm_flags.lock_all, superlock=config.mm_flags.superlock_all)
     try:

@@ -32,6 +32,7 @@ from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
+from emu.mm.pagetable import LargePageCounters
 from emu.mm.pager import Pager, work_cycles
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
@@ -42,6 +43,7 @@ from emu.trace.stats import RunStats
 
 _EXCEPTIONS = (StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC)  # SIGILL/TRAP/FPE
 PROCNTO_PID = 1
+LARGE_PAGE_SHIFTS = {"x86_64": (21,), "aarch64": (16, 21)}
 
 
 class Kernel:
@@ -50,7 +52,7 @@ class Kernel:
     def __init__(self, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
                  root: GuestRoot, profile: Profile, bus: EventBus, stats: RunStats,
                  insn_limit: int = 0, mm_threads: int = 1, faults_in_place: bool = True,
-                 seed: int = 0) -> None:
+                 large_pages: bool = True, seed: int = 0) -> None:
         """A kernel with procnto (pid 1) and its memory-manager threads, and no guest yet."""
         self.engine = engine
         self.ram = ram
@@ -67,6 +69,11 @@ class Kernel:
                                   profile.cycles(profile.write_page_ns))
         self.sched = Scheduler(bus, engine.now, profile.time_slice)
         self.futexes = FutexTable(self.sched)
+        # procnto's "v": variable page sizes (2 MiB on x86-64; 64 KiB and 2 MiB on AArch64)
+        self.large_shifts = LARGE_PAGE_SHIFTS[engine.spec.name] if large_pages else ()
+        self.large_counters = LargePageCounters()
+        for k, shift in enumerate(self.large_shifts):
+            engine.fastpath.state.large_shift[k] = shift
         self.family = Family(self)
         self.syscalls = SyscallTable.for_arch(engine.spec.name)
         self.processes: list[Process] = []
@@ -105,7 +112,8 @@ class Kernel:
     def new_process(self, arch: str, exe: str, uid: int = 0, guest: bool = True) -> Process:
         """A process with an empty address space (a guest one counts until it exits)."""
         self._live_guests += guest
-        space = AddressSpace(self.frames, self._on_translations_removed, self._on_write_back)
+        space = AddressSpace(self.frames, self._on_translations_removed, self._on_write_back,
+                             self.large_shifts, self.large_counters)
         mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc))
         proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
                        exe_path=exe, uid=uid, gid=uid)
@@ -373,7 +381,9 @@ class Kernel:
                 "lazy_allocations": self.pager.lazy_allocations,
                 "locked_pages": self.pager.locked_pages, "cow_copies": self.pager.cow_copies,
                 "msync_pages_written": self.pager.page_cache.msync_pages_written,
-                "pages_written_back": self.pager.page_cache.pages_written_back}
+                "pages_written_back": self.pager.page_cache.pages_written_back,
+                "large_pages_formed": self.large_counters.formed,
+                "large_pages_split": self.large_counters.split}
 
     def process_of(self, space: AddressSpace) -> Process | None:
         """The process that owns an address space."""

@@ -63,25 +63,27 @@ class FrameAllocator:
         """Manage frames 0..total_frames-1, all free."""
         self.total = total_frames
         self._refcount = array("I", bytes(4 * total_frames))
-        # lowest frame numbers are handed out first: pop() takes from the end
-        self._free = list(range(total_frames - 1, -1, -1))
+        # one byte per frame, 1 = free; the lowest free frame is handed out first
+        self._free_map = bytearray(b"\x01" * total_frames)
+        self._free_count = total_frames
+        self._hint = 0              # no free frame below this one
         self.peak = 0
         self.reserved = 0           # free frames promised to committed mappings
 
     @property
     def in_use(self) -> int:
         """Number of frames currently allocated."""
-        return self.total - len(self._free)
+        return self.total - self._free_count
 
     @property
     def free_count(self) -> int:
-        """Number of frames on the free list."""
-        return len(self._free)
+        """Number of free frames."""
+        return self._free_count
 
     @property
     def unreserved(self) -> int:
         """Free frames not promised to anyone."""
-        return len(self._free) - self.reserved
+        return self._free_count - self.reserved
 
     def reserve(self, count: int) -> None:
         """Promise `count` free frames to committed memory; OutOfFrames if they are not there."""
@@ -102,11 +104,31 @@ class FrameAllocator:
             self.reserved -= 1
         elif self.unreserved <= 0:
             raise OutOfFrames()
-        frame = self._free.pop()
-        assert self._refcount[frame] == 0, f"free frame {frame} has references"
-        self._refcount[frame] = 1
-        self.peak = max(self.peak, self.total - len(self._free))
+        frame = self._free_map.find(1, self._hint)
+        assert frame >= 0, "free count and free map disagree"
+        self._take(frame)
+        self._hint = frame + 1
         return frame
+
+    def allocate_block(self, count: int) -> int:
+        """Take `count` contiguous free frames aligned to `count` (a power of two), each with
+        refcount 1, from unpromised memory; returns the first, or raises OutOfFrames."""
+        if count > self.unreserved:
+            raise OutOfFrames()
+        ones = b"\x01" * count
+        for base in range(self._hint - self._hint % count, self.total - count + 1, count):
+            if self._free_map[base:base + count] == ones:
+                for frame in range(base, base + count):
+                    self._take(frame)
+                return base
+        raise OutOfFrames()
+
+    def _take(self, frame: int) -> None:
+        assert self._free_map[frame] and self._refcount[frame] == 0, f"frame {frame} is not free"
+        self._free_map[frame] = 0
+        self._free_count -= 1
+        self._refcount[frame] = 1
+        self.peak = max(self.peak, self.total - self._free_count)
 
     def share(self, frame: int) -> int:
         """Add a reference to an allocated frame; returns the frame."""
@@ -120,7 +142,9 @@ class FrameAllocator:
         assert count > 0, f"releasing free frame {frame}"
         self._refcount[frame] = count - 1
         if count == 1:
-            self._free.append(frame)
+            self._free_map[frame] = 1
+            self._free_count += 1
+            self._hint = min(self._hint, frame)
             return True
         return False
 

@@ -68,14 +68,17 @@ class Pager:
             space.page_table.map(vpn, pte._replace(perms=mapping.prot, modified=True))
             if obj.cached and mapping.share is Share.SHARED:
                 obj.file.dirty.add(mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
+            space.try_coalesce(request.vaddr)
             return PagerResult(request.cause)
         if request.cause is FaultCause.COW:
             return self._copy_on_write(space, request)
         assert space.page_table.lookup(vpn) is None, f"page {request.vaddr:#x} is already present"
         if obj.cached:
             return self._map_cached(space, request)
+        frame = space.block_frame(mapping, request.vaddr)
         try:
-            frame = self.frames.allocate(reserved=mapping.commits)
+            if frame is None:
+                frame = self.frames.allocate(reserved=mapping.commits)
         except OutOfFrames:
             return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
         if request.cause is FaultCause.LAZY_ALLOC:
@@ -85,6 +88,7 @@ class Pager:
         mapping.obj.fill(mapping.object_offset(request.vaddr), self.ram.view[base:base + PAGE_SIZE])
         perms, modified = initial_perms(mapping, request.access)
         space.page_table.map(vpn, Pte(frame=frame, perms=perms, modified=modified))
+        space.try_coalesce(request.vaddr)
         return PagerResult(request.cause)
 
     def _map_cached(self, space: AddressSpace, request: PageRequest) -> PagerResult:

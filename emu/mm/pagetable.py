@@ -5,6 +5,7 @@ calling Python; this class is the only Python code that touches it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from emu.cpu.fastpath import ffi, lib
@@ -40,28 +41,126 @@ def decode(raw: int) -> Pte | None:
                modified=bool(raw & PTE_MODIFIED))
 
 
-class PageTable:
-    """One address space's virtual-page → frame translations."""
+@dataclass
+class LargePageCounters:
+    """Large pages formed and split, over every page table of a machine."""
 
-    def __init__(self) -> None:
-        """An empty table."""
+    formed: int = 0
+    split: int = 0
+
+
+class PageTable:
+    """One address space's virtual-page → frame translations, small and large.
+
+    A large entry (page size 1 << shift, for each shift in `large_shifts`) maps a
+    naturally aligned run of contiguous frames with one entry the fast path
+    finds. Seen from here, every page it covers has an entry (`lookup`,
+    `entries`); changing any one of them (`map`, `unmap`) first splits the large
+    entry back into small ones.
+    """
+
+    def __init__(self, large_shifts: tuple[int, ...] = (),
+                 counters: LargePageCounters | None = None) -> None:
+        """An empty table that may hold large entries of the given page-size shifts."""
         handle = lib.fp_pt_new()
         if handle == ffi.NULL:
             raise MemoryError("cannot allocate a page table")
         self.handle = ffi.gc(handle, lib.fp_pt_free)
+        self.large_shifts = large_shifts
+        self.counters = counters if counters is not None else LargePageCounters()
+        self._large: dict[int, int] = {}       # first vpn of each large entry -> its shift
 
     def lookup(self, vpn: int) -> Pte | None:
-        """The entry for virtual page number `vpn`, or None."""
-        return decode(lib.fp_pt_get(self.handle, vpn))
+        """The entry for virtual page number `vpn` (inside a large page: its part), or None."""
+        pte = decode(lib.fp_pt_get(self.handle, vpn))
+        if pte is None and self._large:
+            covering = self._covering(vpn)
+            if covering is not None:
+                base, shift = covering
+                pte = decode(lib.fp_pt_get_large(self.handle, base, shift))
+                assert pte is not None
+                return pte._replace(frame=pte.frame + (vpn - base))
+        return pte
+
+    def large_entry(self, vpn: int) -> tuple[int, int] | None:
+        """(first vpn, shift) of the large page covering `vpn`, if any."""
+        return self._covering(vpn) if self._large else None
+
+    def _covering(self, vpn: int) -> tuple[int, int] | None:
+        for shift in self.large_shifts:
+            base = vpn & ~((1 << (shift - PAGE_SHIFT)) - 1)
+            if self._large.get(base) == shift:
+                return base, shift
+        return None
 
     def map(self, vpn: int, pte: Pte) -> None:
         """Install (or replace) the entry for `vpn`."""
+        if self._large:
+            self._split(vpn)
         if lib.fp_pt_set(self.handle, vpn, pte.encode()) != 0:
             raise MemoryError("page table full")
 
     def unmap(self, vpn: int) -> Pte | None:
         """Remove the entry for `vpn`; returns what was there."""
+        if self._large:
+            self._split(vpn)
         return decode(lib.fp_pt_clear(self.handle, vpn))
+
+    def drop_range(self, first_vpn: int, end_vpn: int) -> list[tuple[int, Pte]]:
+        """Remove every entry of [first_vpn, end_vpn) and return them (as small entries); a
+        large page wholly inside goes at once, one only partly inside is split first."""
+        if self._large:
+            for base, shift in list(self._large.items()):
+                pages = 1 << (shift - PAGE_SHIFT)
+                if first_vpn <= base and base + pages <= end_vpn:
+                    continue
+                if base < end_vpn and base + pages > first_vpn:
+                    self._split(base)
+        removed = list(self.entries(first_vpn, end_vpn))
+        for vpn, _ in removed:
+            covering = self._covering(vpn) if self._large else None
+            if covering is not None:
+                if covering[0] == vpn:
+                    lib.fp_pt_clear_large(self.handle, vpn, covering[1])
+                    del self._large[vpn]
+            else:
+                lib.fp_pt_clear(self.handle, vpn)
+        return removed
+
+    def map_large(self, base: int, shift: int, pte: Pte) -> None:
+        """Replace the small entries of the aligned range at `base` by one large entry
+        mapping `pte.frame` onwards (the caller checked they map exactly those frames)."""
+        pages = 1 << (shift - PAGE_SHIFT)
+        assert base % pages == 0 and pte.frame % pages == 0 and shift in self.large_shifts
+        for vpn in range(base, base + pages):
+            if self._large:
+                self._absorb(vpn)
+            lib.fp_pt_clear(self.handle, vpn)
+        if lib.fp_pt_set_large(self.handle, base, shift, pte.encode()) != 0:
+            raise MemoryError("page table full")
+        self._large[base] = shift
+        self.counters.formed += 1
+
+    def _absorb(self, vpn: int) -> None:
+        """Drop a smaller large entry at `vpn` that a larger one is taking over."""
+        covering = self._covering(vpn)
+        if covering is not None and covering[0] == vpn:
+            lib.fp_pt_clear_large(self.handle, vpn, covering[1])
+            del self._large[vpn]
+
+    def _split(self, vpn: int) -> None:
+        """Turn the large entry covering `vpn` (if any) back into small entries."""
+        covering = self._covering(vpn)
+        if covering is None:
+            return
+        base, shift = covering
+        pte = decode(lib.fp_pt_clear_large(self.handle, base, shift))
+        del self._large[base]
+        assert pte is not None
+        for i in range(1 << (shift - PAGE_SHIFT)):
+            if lib.fp_pt_set(self.handle, base + i, pte._replace(frame=pte.frame + i).encode()):
+                raise MemoryError("page table full")
+        self.counters.split += 1
 
     def entries(self, first_vpn: int, end_vpn: int) -> Iterator[tuple[int, Pte]]:
         """Every (vpn, Pte) with first_vpn <= vpn < end_vpn, in ascending vpn order."""
@@ -73,8 +172,15 @@ class PageTable:
                     if (pte := self.lookup(vpn)) is not None)
         out = ffi.new("uint64_t[]", 2 * n)
         got = lib.fp_pt_range(self.handle, first_vpn, end_vpn, out, n)
-        pairs = sorted((out[2 * i], out[2 * i + 1]) for i in range(got))
-        return ((vpn, pte) for vpn, raw in pairs if (pte := decode(raw)) is not None)
+        pairs = [(out[2 * i], out[2 * i + 1]) for i in range(got)]
+        for base, shift in self._large.items():
+            pages = 1 << (shift - PAGE_SHIFT)
+            if base < end_vpn and base + pages > first_vpn:
+                raw = lib.fp_pt_get_large(self.handle, base, shift)
+                frame0 = (raw & _ADDR_MASK) >> PAGE_SHIFT
+                pairs += [(vpn, (raw & ~_ADDR_MASK) | ((frame0 + vpn - base) << PAGE_SHIFT))
+                          for vpn in range(max(base, first_vpn), min(base + pages, end_vpn))]
+        return ((vpn, pte) for vpn, raw in sorted(pairs) if (pte := decode(raw)) is not None)
 
     def __len__(self) -> int:
         """Number of pages with an entry."""

@@ -14,9 +14,9 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from emu.mm.frames import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, FrameAllocator
+from emu.mm.frames import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames
 from emu.mm.objects import MemoryObject
-from emu.mm.pagetable import PageTable
+from emu.mm.pagetable import LargePageCounters, PageTable, Pte
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 
@@ -67,6 +67,16 @@ class Mapping:
         return self.end - self.start
 
 
+@dataclass(eq=False)
+class LargeBlock:
+    """Contiguous, aligned frames set aside for one large-page range of committed memory,
+    handed to its pages as they are first touched, so that they can coalesce."""
+
+    shift: int
+    base_frame: int
+    owned: bytearray            # per page: 1 while the block still holds its frame
+
+
 def page_align_up(value: int) -> int:
     """`value` rounded up to a page boundary."""
     return (value + PAGE_SIZE - 1) & PAGE_MASK
@@ -76,10 +86,14 @@ class AddressSpace:
     """One process's mappings and page table."""
 
     def __init__(self, frames: FrameAllocator, on_tlb_change: Callable[[bool], None],
-                 on_write_back: Callable[[int], None] = lambda pages: None) -> None:
+                 on_write_back: Callable[[int], None] = lambda pages: None,
+                 large_shifts: tuple[int, ...] = (),
+                 large_counters: LargePageCounters | None = None) -> None:
         """An empty space; `on_tlb_change(code_changed)` is called after translations are
-        removed or lowered, `on_write_back(pages)` after file pages went to the backing store."""
-        self.page_table = PageTable()
+        removed or lowered, `on_write_back(pages)` after file pages went to the backing store;
+        with `large_shifts`, committed memory coalesces into large pages of those sizes."""
+        self.page_table = PageTable(large_shifts, large_counters)
+        self._blocks: dict[tuple[int, int], LargeBlock] = {}
         self._on_write_back = on_write_back
         self._frames = frames
         self._starts: list[int] = []
@@ -109,17 +123,24 @@ class AddressSpace:
         """Whether [start, end) is unmapped and inside user space."""
         return MMAP_MIN <= start < end <= STACK_TOP and not self.overlaps(start, end)
 
-    def find_free(self, length: int, below: int = MMAP_BASE) -> int | None:
-        """Highest page-aligned start of a free gap of `length` bytes ending at or below `below`."""
+    def find_free(self, length: int, below: int = MMAP_BASE, align: int = PAGE_SIZE) -> int | None:
+        """Highest `align`-aligned start of a free gap of `length` bytes ending at or below
+        `below`."""
         top = below
         for m in reversed(self._maps):
             if m.start >= top:
                 continue
-            if m.end <= top - length:
+            if m.end <= (top - length) & ~(align - 1):
                 break
             top = m.start
-        start = top - length
+        start = (top - length) & ~(align - 1)
         return start if start >= MMAP_MIN else None
+
+    def placement_alignment(self, length: int) -> int:
+        """Where a mapping of `length` bytes is best placed: aligned to the largest large page
+        it can hold (so that its pages can coalesce), else to a page."""
+        fitting = [1 << s for s in self.page_table.large_shifts if (1 << s) <= length]
+        return max(fitting, default=PAGE_SIZE)
 
     def _overlapping(self, start: int, end: int) -> Iterator[int]:
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
@@ -161,8 +182,9 @@ class AddressSpace:
         for m in removed:
             written += self._write_back(m, m.start, m.end, clean=False)
             resident = self._drop_pages(m.start, m.end)
+            held = self._release_block_frames(m.start, m.end) if self._blocks else 0
             if m.commits:
-                self._frames.unreserve((m.length >> PAGE_SHIFT) - resident)
+                self._frames.unreserve((m.length >> PAGE_SHIFT) - resident - held)
             code |= bool(m.prot & PROT_EXEC)
         if written:
             self._on_write_back(written)
@@ -249,6 +271,87 @@ class AddressSpace:
         """Whether a frame is mapped or held by more than one user (copy-on-write pending)."""
         return self._frames.refcount(frame) > 1
 
+    # ---- large pages ----
+
+    def block_frame(self, mapping: Mapping, vaddr: int) -> int | None:
+        """The frame a first touch of `vaddr` should get so that its large-page range can
+        coalesce: from the range's block, which is set up (with frames the range's pages had
+        reserved) on the first touch of a wholly untouched range. None: allocate as usual."""
+        if not self.page_table.large_shifts or not mapping.commits:
+            return None
+        vpn = vaddr >> PAGE_SHIFT
+        for shift in reversed(self.page_table.large_shifts):       # largest first
+            pages = 1 << (shift - PAGE_SHIFT)
+            base = vpn & ~(pages - 1)
+            if base << PAGE_SHIFT < mapping.start or (base + pages) << PAGE_SHIFT > mapping.end:
+                continue
+            block = self._blocks.get((base, shift))
+            if block is None:
+                block = self._new_block(base, shift)
+                if block is None:
+                    continue
+            if not block.owned[vpn - base]:
+                return None
+            block.owned[vpn - base] = 0
+            return block.base_frame + (vpn - base)
+        return None
+
+    def _new_block(self, base: int, shift: int) -> LargeBlock | None:
+        pages = 1 << (shift - PAGE_SHIFT)
+        overlapping = any(b < base + pages and b + (1 << (s - PAGE_SHIFT)) > base
+                          for b, s in self._blocks)
+        if overlapping or any(True for _ in self.page_table.entries(base, base + pages)):
+            return None
+        self._frames.unreserve(pages)          # the block's frames are these pages' commitment
+        try:
+            frame = self._frames.allocate_block(pages)
+        except OutOfFrames:
+            self._frames.reserve(pages)
+            return None
+        block = LargeBlock(shift, frame, bytearray(b"\x01" * pages))
+        self._blocks[(base, shift)] = block
+        return block
+
+    def try_coalesce(self, vaddr: int) -> bool:
+        """Replace the small entries of the large-page range of `vaddr` by one large entry,
+        if every page of it is set up from its block, alike (permissions, modified) and
+        private; True when a large page formed."""
+        vpn = vaddr >> PAGE_SHIFT
+        for (base, shift), block in self._blocks.items():
+            pages = 1 << (shift - PAGE_SHIFT)
+            if not base <= vpn < base + pages:
+                continue
+            if 1 in block.owned or self.page_table.large_entry(vpn) is not None:
+                return False
+            first = self.page_table.lookup(base)
+            if first is None:
+                return False
+            for i in range(pages):
+                pte = self.page_table.lookup(base + i)
+                if (pte is None or pte.frame != block.base_frame + i or pte.perms != first.perms
+                        or pte.modified != first.modified or self._frames.refcount(pte.frame) != 1):
+                    return False
+            self.page_table.map_large(base, shift, Pte(block.base_frame, first.perms,
+                                                       first.modified))
+            return True
+        return False
+
+    def _release_block_frames(self, start: int, end: int) -> int:
+        """Free the frames blocks still hold for pages of [start, end); returns how many
+        (those pages' commitment went into the block)."""
+        freed = 0
+        lo_vpn, hi_vpn = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        for (base, shift), block in list(self._blocks.items()):
+            pages = 1 << (shift - PAGE_SHIFT)
+            for vpn in range(max(base, lo_vpn), min(base + pages, hi_vpn)):
+                if block.owned[vpn - base]:
+                    block.owned[vpn - base] = 0
+                    self._frames.release(block.base_frame + vpn - base)
+                    freed += 1
+            if lo_vpn <= base and base + pages <= hi_vpn:
+                del self._blocks[(base, shift)]
+        return freed
+
     def set_locked(self, start: int, end: int, locked: bool) -> int:
         """Mark the mapping pages of [start, end) locked or not; returns how many changed."""
         return sum(m.length >> PAGE_SHIFT for m in self._change(start, end, locked=locked)
@@ -286,8 +389,7 @@ class AddressSpace:
 
     def _drop_pages(self, start: int, end: int) -> int:
         """Unmap and release every resident page of [start, end); returns how many there were."""
-        entries = list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT))
-        for vpn, pte in entries:
-            self.page_table.unmap(vpn)
+        entries = self.page_table.drop_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        for _, pte in entries:
             self._frames.release(pte.frame)
         return len(entries)

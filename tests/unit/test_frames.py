@@ -43,15 +43,27 @@ def test_release_frees_only_with_the_last_reference():
     assert frames.in_use == 0 and frames.refcount(f) == 0
 
 
-def test_released_frame_is_reused_first():
+def test_lowest_free_frame_is_handed_out_first():
     frames = FrameAllocator(8)
     a, b, c = frames.allocate(), frames.allocate(), frames.allocate()
+    assert (a, b, c) == (0, 1, 2)
     frames.release(b)
     assert frames.allocate() == b
-    frames.release(a)
     frames.release(c)
-    assert frames.allocate() == c       # most recently freed first
-    assert frames.allocate() == a
+    frames.release(a)
+    assert frames.allocate() == a       # the lowest free frame first
+    assert frames.allocate() == c
+
+
+def test_aligned_blocks_of_contiguous_frames():
+    frames = FrameAllocator(64)
+    frames.allocate()                   # frame 0 taken: the first aligned block of 16 is 16..31
+    assert frames.allocate_block(16) == 16
+    assert [frames.refcount(f) for f in (16, 31, 32)] == [1, 1, 0]
+    assert frames.in_use == 17
+    frames.reserve(frames.unreserved - 15)
+    with pytest.raises(OutOfFrames):
+        frames.allocate_block(16)       # only 15 unpromised frames left
 
 
 def test_peak_records_the_high_water_mark():

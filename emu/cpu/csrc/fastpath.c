@@ -53,10 +53,18 @@ static inline uint64_t pt_slot(const fp_pagetable *pt, uint64_t key) {
     return i;
 }
 
-uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn) {
-    uint64_t i = pt_slot(pt, vpn + 1);
+static inline uint64_t pt_get_key(const fp_pagetable *pt, uint64_t key) {
+    uint64_t i = pt_slot(pt, key);
     return pt->keys[i] ? pt->ptes[i] : 0;
 }
+
+/* Key of the large page of size 1 << shift that contains virtual page `vpn` (small
+ * pages use vpn + 1, far below bit 60). */
+static inline uint64_t large_key(uint64_t vpn, unsigned shift) {
+    return (1ULL << 60) | ((uint64_t)shift << 52) | (vpn >> (shift - 12));
+}
+
+uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn) { return pt_get_key(pt, vpn + 1); }
 
 static int pt_grow(fp_pagetable *pt) {
     uint64_t oldcap = pt->cap, *ok = pt->keys, *op = pt->ptes;
@@ -71,17 +79,38 @@ static int pt_grow(fp_pagetable *pt) {
 }
 
 /* Set the PTE of a virtual page (pte != 0). Returns 0, or -1 out of memory. */
-int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte) {
+static int pt_set_key(fp_pagetable *pt, uint64_t key, uint64_t pte) {
     if ((pt->count + 1) * 4 > pt->cap * 3 && pt_grow(pt)) return -1;
-    uint64_t i = pt_slot(pt, vpn + 1);
-    if (!pt->keys[i]) { pt->keys[i] = vpn + 1; pt->count++; }
+    uint64_t i = pt_slot(pt, key);
+    if (!pt->keys[i]) { pt->keys[i] = key; pt->count++; }
     pt->ptes[i] = pte;
     return 0;
 }
 
+int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte) { return pt_set_key(pt, vpn + 1, pte); }
+
+static uint64_t pt_clear_key(fp_pagetable *pt, uint64_t key);
+
 /* Remove a virtual page's PTE; returns the old PTE (0 if none). */
-uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn) {
-    uint64_t mask = pt->cap - 1, i = pt_slot(pt, vpn + 1);
+uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn) { return pt_clear_key(pt, vpn + 1); }
+
+/* The large-page entry (page size 1 << shift) covering `vpn`, 0 if none. */
+uint64_t fp_pt_get_large(const fp_pagetable *pt, uint64_t vpn, unsigned shift) {
+    return pt_get_key(pt, large_key(vpn, shift));
+}
+
+/* Install the large-page entry covering `vpn`; 0, or -1 out of memory. */
+int fp_pt_set_large(fp_pagetable *pt, uint64_t vpn, unsigned shift, uint64_t pte) {
+    return pt_set_key(pt, large_key(vpn, shift), pte);
+}
+
+/* Remove the large-page entry covering `vpn`; returns it (0 if none). */
+uint64_t fp_pt_clear_large(fp_pagetable *pt, uint64_t vpn, unsigned shift) {
+    return pt_clear_key(pt, large_key(vpn, shift));
+}
+
+static uint64_t pt_clear_key(fp_pagetable *pt, uint64_t key) {
+    uint64_t mask = pt->cap - 1, i = pt_slot(pt, key);
     if (!pt->keys[i]) return 0;
     uint64_t old = pt->ptes[i];
     pt->keys[i] = 0; pt->ptes[i] = 0; pt->count--;
@@ -103,7 +132,7 @@ uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi,
     uint64_t n = 0;
     for (uint64_t j = 0; j < pt->cap && n < max; j++) {
         uint64_t k = pt->keys[j];
-        if (k && k - 1 >= lo && k - 1 < hi) { out[2 * n] = k - 1; out[2 * n + 1] = pt->ptes[j]; n++; }
+        if (k && !(k >> 60) && k - 1 >= lo && k - 1 < hi) {   /* small pages only */ out[2 * n] = k - 1; out[2 * n + 1] = pt->ptes[j]; n++; }
     }
     return n;
 }
@@ -173,9 +202,15 @@ static inline int access_perm(int access) {
 }
 
 static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tlb_entry_ *entry) {
-    uint64_t pte = st->pt ? fp_pt_get(st->pt, vaddr >> 12) : 0;
+    if (!st->pt) return false;
+    uint64_t vpn = vaddr >> 12, pte = pt_get_key(st->pt, vpn + 1), offset = 0;
+    for (int k = 0; !(pte & FP_PTE_VALID) && k < 2 && st->large_shift[k]; k++) {
+        unsigned shift = st->large_shift[k];
+        pte = pt_get_key(st->pt, large_key(vpn, shift));
+        offset = vaddr & ((1ULL << shift) - 1) & ~0xFFFULL;   /* page within the large page */
+    }
     if (!(pte & FP_PTE_VALID) || !(pte & access_perm(access))) return false;
-    entry->paddr = (pte & FP_PTE_ADDR_MASK) | (vaddr & 0xFFF);
+    entry->paddr = ((pte & FP_PTE_ADDR_MASK) + offset) | (vaddr & 0xFFF);
     entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
     st->tlb_fills++;
     st->cycles += st->tlb_fill_cost;

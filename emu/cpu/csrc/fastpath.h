@@ -43,6 +43,7 @@ typedef struct fp_state {
     uint64_t cycle_stop;        /* stop once cycles >= cycle_stop (UINT64_MAX: never) */
     uint64_t tlb_fill_cost;     /* cycles charged per fast-path refill */
     int inline_faults;          /* offer misses to Python before stopping (fp_fault) */
+    uint32_t large_shift[2];    /* large page sizes the fill hook looks up (0: none) */
     const fp_block *last_block; /* the block executing now (valid until the next block) */
     uint64_t block_misses;      /* blocks costed by Python (first execution) */
     /* private to the C side: */

@@ -70,7 +70,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
     elif addr and addr % PAGE_SIZE == 0 and space.is_free(addr, addr + size):
         start = addr
     else:
-        found = space.find_free(size)
+        found = space.find_free(size, align=space.placement_alignment(size))
         if found is None:
             return -errno.ENOMEM
         start = found
