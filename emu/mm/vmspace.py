@@ -316,10 +316,14 @@ class AddressSpace:
         """Replace the small entries of the large-page range of `vaddr` by one large entry,
         if every page of it is set up from its block, alike (permissions, modified) and
         private; True when a large page formed."""
+        if not self._blocks:
+            return False
         vpn = vaddr >> PAGE_SHIFT
-        for (base, shift), block in self._blocks.items():
+        for shift in self.page_table.large_shifts:
             pages = 1 << (shift - PAGE_SHIFT)
-            if not base <= vpn < base + pages:
+            base = vpn & ~(pages - 1)
+            block = self._blocks.get((base, shift))
+            if block is None:
                 continue
             if 1 in block.owned or self.page_table.large_entry(vpn) is not None:
                 return False
