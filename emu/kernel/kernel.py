@@ -18,6 +18,7 @@ from emu.cpu.engine import CpuEngine, Stop, StopKind
 from emu.errors import EmuError
 from emu.kernel.device import BlockDevice
 from emu.kernel.faults import FaultEntry
+from emu.kernel.residency import Residency
 from emu.kernel.family import Family
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
@@ -33,7 +34,7 @@ from emu.mm.fault import ACCESS_BY_VALUE, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pagetable import LargePageCounters
-from emu.mm.pager import Pager, work_cycles
+from emu.mm.pager import Pager
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
@@ -87,6 +88,7 @@ class Kernel:
         self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
                                 engine.now, engine.charge, stats.count_fault,
                                 self._fault_signal)
+        self.residency = Residency(self.pager, engine, self.costs, self.device)
         self.faults = FaultEntry(self, engine, self.sched, self.mm, self.timers, self.device,
                                  self.pager, frames, self.costs, bus, stats)
         if faults_in_place:
@@ -153,7 +155,7 @@ class Kernel:
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
-        if proc.lock_future and not all(self.lock(proc, m.start, m.end)
+        if proc.lock_future and not all(self.residency.lock(proc, m.start, m.end)
                                         for m in proc.space.mappings()):
             return None
         who = ProcessIdentity(uid=proc.uid, gid=proc.gid, hwcap=self.engine.spec.hwcap,
@@ -339,41 +341,11 @@ class Kernel:
         if self.signals.force(thread, info, self.signals.fault_line(thread, info, access)):
             self.sched.wake(thread, thread.wait_token)
 
-    def lock(self, proc: Process, start: int, end: int) -> bool:
-        """Lock [start, end) of `proc` and make it resident now (superlocked: with final
-        permissions). False, with nothing more made resident, if RAM ran out."""
-        self.pager.locked_pages += proc.space.set_locked(start, end, True)
-        return self.populate(proc, start, end, final=proc.superlocked)
-
-    def populate(self, proc: Process, start: int, end: int, final: bool = False) -> bool:
-        """Make [start, end) of `proc` resident before returning (file pages read in, the
-        caller waiting for the device); False if RAM ran out."""
-        done = self.pager.populate(proc.space, start, end, final)
-        for cause in done.causes:
-            self.engine.charge(self.costs.procnto_fault + work_cycles(cause, self.costs))
-        if done.reads:
-            finished = self.device.submit(self.engine.cycles, pages=done.reads, write=False)
-            self.engine.charge(finished - self.engine.cycles)
-        return not done.failed
-
     def _on_write_back(self, pages: int) -> None:
         """File pages written back at munmap or exit: the device is busy with them (the
         caller does not wait: the writes are queued)."""
         self.pager.page_cache.pages_written_back += pages
         self.device.submit(self.engine.cycles, pages=pages, write=True)
-
-    def new_mapping(self, proc: Process, start: int, end: int, locked: bool = False,
-                    populate: bool = False) -> bool:
-        """Apply the locking rules to a mapping just created: MAP_LOCKED, mlockall(MCL_FUTURE),
-        superlock, MAP_POPULATE. False if its pages could not all be made resident."""
-        if locked or proc.lock_future or proc.superlocked:
-            return self.lock(proc, start, end)
-        return self.populate(proc, start, end) if populate else True
-
-    def superlock(self, proc: Process) -> bool:
-        """Give `proc` I/O privity: every current and future mapping set up completely."""
-        proc.superlocked = proc.lock_future = True
-        return all(self.lock(proc, m.start, m.end) for m in proc.space.mappings())
 
     def memory_counters(self) -> dict[str, int]:
         """The `mm` section of the stats: frames and the memory manager's counters."""

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from emu.kernel.sched import Scheduler
     from emu.kernel.sigdeliver import SignalDelivery
     from emu.kernel.timers import TimerQueue
+    from emu.kernel.device import BlockDevice
+    from emu.kernel.family import Family
+    from emu.kernel.residency import Residency
     from emu.mm.pager import Pager
     from emu.profile import Profile
 
@@ -30,6 +33,9 @@ class KernelServices(Protocol):
 
     sched: Scheduler
     pager: Pager
+    residency: Residency            # mlock & co, MAP_POPULATE, superlocking
+    family: Family                  # fork, execve, wait
+    device: BlockDevice
     timers: TimerQueue
     futexes: FutexTable
     profile: Profile
@@ -53,19 +59,6 @@ class KernelServices(Protocol):
     def sleep_until(self, thread: Thread, when: int, rem: int = 0) -> None:
         """Block the running thread until the clock reaches `when` cycles (a signal ends it
         with EINTR, the time left stored at `rem` if given)."""
-
-    def lock(self, proc: Process, start: int, end: int) -> bool:
-        """Lock a range and make it resident now; False if RAM ran out."""
-
-    def populate(self, proc: Process, start: int, end: int, final: bool = False) -> bool:
-        """Make a range resident now; False if RAM ran out."""
-
-    def new_mapping(self, proc: Process, start: int, end: int, locked: bool = False,
-                    populate: bool = False) -> bool:
-        """Apply the locking rules to a new mapping; False if it could not be made resident."""
-
-    def superlock(self, proc: Process) -> bool:
-        """Set up every current and future mapping of `proc` completely."""
 
     def set_tls(self, value: int) -> None:
         """Set the running thread's TLS base register."""

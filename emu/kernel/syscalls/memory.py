@@ -79,7 +79,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
-    if not ctx.kernel.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
+    if not ctx.kernel.residency.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
                                   populate=bool(flags & MAP_POPULATE)):
         space.remove(start, start + size)
         return -errno.EAGAIN            # it could not be made resident
@@ -113,7 +113,7 @@ def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int
     space.protect(addr, end, prot)
     # locked pages that just became accessible are set up now, as mlock would have
     for m in space.mappings_in(addr, end):
-        if m.locked and not ctx.kernel.populate(ctx.proc, m.start, m.end,
+        if m.locked and not ctx.kernel.residency.populate(ctx.proc, m.start, m.end,
                                                 final=ctx.proc.superlocked):
             return -errno.EAGAIN
     return 0
@@ -150,7 +150,7 @@ def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
                                  AnonymousMemory(), 0, "[heap]"))
         except OutOfFrames:
             return space.brk            # the heap's frames are committed too
-        if not ctx.kernel.new_mapping(ctx.proc, old_end, new_end):
+        if not ctx.kernel.residency.new_mapping(ctx.proc, old_end, new_end):
             space.remove(old_end, new_end)
             return space.brk
     elif new_end < old_end:
@@ -177,7 +177,7 @@ def _mapped_range(ctx: SyscallContext, addr: int, length: int) -> tuple[int, int
 def sys_mlock(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
     """Lock a range and make it resident before returning (its first writes still fault)."""
     start, end = _mapped_range(ctx, addr, length)
-    return 0 if ctx.kernel.lock(ctx.proc, start, end) else -errno.EAGAIN
+    return 0 if ctx.kernel.residency.lock(ctx.proc, start, end) else -errno.EAGAIN
 
 
 @syscall("mlock2")
@@ -210,7 +210,7 @@ def sys_mlockall(ctx: SyscallContext, flags: int, *_: int) -> int:
         proc.lock_future = True
     if flags & MCL_CURRENT:
         for m in list(proc.space.mappings()):
-            if not ctx.kernel.lock(proc, m.start, m.end):
+            if not ctx.kernel.residency.lock(proc, m.start, m.end):
                 return -errno.EAGAIN
     return 0
 

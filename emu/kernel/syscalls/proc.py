@@ -208,4 +208,4 @@ def sys_threadctl(ctx: SyscallContext, cmd: int, data: int, *_: int) -> int:
         return -errno.EINVAL
     if ctx.proc.uid != 0:
         return -errno.EPERM
-    return 0 if ctx.kernel.superlock(ctx.proc) else -errno.EAGAIN
+    return 0 if ctx.kernel.residency.superlock(ctx.proc) else -errno.EAGAIN
