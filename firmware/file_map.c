@@ -15,6 +15,8 @@
  *   coherent  map MAP_SHARED; pwrite "W" at page 0 and read it through the mapping; write
  *             "M" through the mapping at page 1 and pread it back, before any msync
  *   eof       map PAGES+1 pages; touching the page past the end of the file raises SIGBUS
+ *   invalidate map MAP_SHARED; read every page; msync(MS_INVALIDATE); read every page again
+ *             (emu reads the dropped clean pages from the file again)
  * Output: "mode=MODE ok" (exit 0), or a message and exit 1 (eof: killed by SIGBUS).
  */
 #include <fcntl.h>
@@ -105,6 +107,15 @@ int main(int argc, char **argv)
         check(p[0] == 'W', "the mapping sees write()");
         p[PAGE] = 'M';
         check(file_byte(fd, PAGE) == 'M', "read() sees the mapping's write");
+    } else if (strcmp(mode, "invalidate") == 0) {
+        char *p = map(fd, pages, MAP_SHARED);
+        long sum = 0;
+        for (long i = 0; i < pages; i++)
+            sum += p[i * PAGE];
+        check(msync(p, pages * PAGE, MS_INVALIDATE) == 0, "msync");
+        for (long i = 0; i < pages; i++)
+            sum -= p[i * PAGE];
+        check(sum == 0, "same contents after MS_INVALIDATE");
     } else if (strcmp(mode, "eof") == 0) {
         char *p = map(fd, pages + 1, MAP_SHARED);
         printf("mode=%s touching past the end\n", mode);

@@ -84,6 +84,15 @@ def test_read_write_and_mappings_see_the_same_data(emu, file_map: Path, tmp_path
     assert pages[1] == _expected_page(1, b"M")     # written back at exit
 
 
+def test_ms_invalidate_drops_clean_pages_to_be_read_again(emu, file_map: Path,
+                                                          tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = _run(emu, file_map, "invalidate", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert _pages(tmp_path) == [_expected_page(i) for i in range(PAGES)]
+    # every page read in twice: before and after MS_INVALIDATE dropped it
+    assert _delta(emu, file_map, "invalidate", tmp_path) == {"page_in": 2 * PAGES}
+
+
 def test_touching_past_the_end_of_the_file_is_sigbus(emu, file_map: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run = _run(emu, file_map, "eof", tmp_path)
     assert run.returncode == 128 + 7
@@ -98,7 +107,7 @@ def test_msync_sync_waits_for_the_device(emu, file_map: Path, tmp_path: Path) ->
     assert main["cycles_by_state"].get("REPLY", 0) >= PAGES * 200_000
 
 
-@pytest.mark.parametrize("mode", ["shared", "async", "private", "coherent", "eof"])
+@pytest.mark.parametrize("mode", ["shared", "async", "private", "coherent", "eof", "invalidate"])
 def test_same_as_qemu_user(emu, file_map: Path, arch: str, mode: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Plain Linux semantics (everything but MAP_NOSYNCFILE): output, status and file bytes."""
     qemu = shutil.which({"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64"}[arch])
