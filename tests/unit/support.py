@@ -71,3 +71,15 @@ def firmware_binary(arch: str, name: str = "hello") -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not built (run `make -C firmware -j2`)")
     return path
+
+
+def dispatch_order(sched) -> list:  # type: ignore[no-untyped-def]
+    """Dispatch until nothing is ready, parking each thread (NANOSLEEP) after its turn:
+    the order in which threads get the CPU, each once."""
+    from emu.kernel.process import ThreadState
+
+    order = []
+    while (t := sched.dispatch()) is not None:
+        order.append(t)
+        sched.block(t, ThreadState.NANOSLEEP)
+    return order

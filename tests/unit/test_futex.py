@@ -10,6 +10,7 @@ from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
 from emu.trace.events import EventBus
+from tests.unit.support import dispatch_order
 
 ANY = FUTEX_BITSET_MATCH_ANY
 WORD, OTHER = 0x1000, 0x2000
@@ -38,11 +39,7 @@ class Machine:
         return thread, self.futex.wait(thread, self.key(addr, proc), bitset, state)
 
     def woken_order(self) -> list[Thread]:
-        order = []
-        while (t := self.sched.dispatch()) is not None:
-            order.append(t)
-            self.sched.block(t, ThreadState.NANOSLEEP)
-        return order
+        return dispatch_order(self.sched)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from emu.servers.procnto import FaultJob, MemoryManager
 from emu.trace.events import Event, EventBus, EventKind
 
 from .support import make_memory
+from tests.unit.support import dispatch_order
 
 S = ThreadState
 P = PAGE_SIZE
@@ -134,11 +135,7 @@ class Rig:
 
     def ready_order(self) -> list[Thread]:
         """Who runs from now on, until nothing is ready (the server must not be among them)."""
-        order = []
-        while (t := self.sched.dispatch()) is not None:
-            order.append(t)
-            self.sched.block(t, S.NANOSLEEP)
-        return order
+        return dispatch_order(self.sched)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import pytest
 from emu.kernel.process import Process, SchedPolicy, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.trace.events import Event, EventBus, EventKind
+from tests.unit.support import dispatch_order
 
 SLICE = 100
 R, RUN = ThreadState.READY, ThreadState.RUNNING
@@ -61,11 +62,7 @@ class World:
 
     def run_order(self) -> list[Thread]:
         """Dispatch and yield until nothing is ready: the order threads get the CPU (each once)."""
-        order = []
-        while (t := self.sched.dispatch()) is not None:
-            order.append(t)
-            self.sched.block(t, ThreadState.NANOSLEEP)
-        return order
+        return dispatch_order(self.sched)
 
 
 @pytest.fixture
