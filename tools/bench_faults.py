@@ -36,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emu_runs import firmware_program, run_emu  # tools/ is on sys.path when run
+
 REPO = Path(__file__).resolve().parents[1]
 ARCHES = ("x86_64", "aarch64")
 TARGET = 50_000          # faults per second, from issue 3 ("Done when")
@@ -44,20 +46,11 @@ TARGET = 50_000          # faults per second, from issue 3 ("Done when")
 def run_once(arch: str, pages: int, ram: str, workdir: Path,
              extra: list[str]) -> tuple[int, float, str]:
     """(faults.total, host.wall_seconds, stdout) of one page_touch run."""
-    program = REPO / "firmware" / "build" / arch / "page_touch"
-    if not program.is_file():
-        raise SystemExit(f"bench_faults: {program} is missing: run `make -C firmware`")
-    stats_file = workdir / f"{arch}-{pages}.json"
-    cmd = [sys.executable, "-m", "emu", "run", "--arch", arch, "--clean-env", "--ram", ram,
-           "--stats", str(stats_file), *extra, str(program), str(pages)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=workdir)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench_faults: {' '.join(cmd)} exited {proc.returncode}: "
-                         f"{proc.stderr.strip()}")
-    stats = json.loads(stats_file.read_text())
-    return stats["faults"]["total"], stats["host"]["wall_seconds"], proc.stdout
+    program = firmware_program("bench_faults", arch, "page_touch")
+    stdout, stats = run_emu("bench_faults", ["--arch", arch, "--clean-env", "--ram", ram, *extra,
+                                             str(program), str(pages)],
+                            workdir / f"{arch}-{pages}.json", workdir)
+    return stats["faults"]["total"], stats["host"]["wall_seconds"], stdout
 
 
 def bench_arch(arch: str, sizes: tuple[int, int], runs: int, ram: str, workdir: Path,

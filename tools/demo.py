@@ -14,12 +14,13 @@ Usage: python3 tools/demo.py [--ram SIZE]
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from emu_runs import firmware_program, run_emu  # tools/ is on sys.path when run
 
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = [
@@ -41,14 +42,10 @@ POLICIES = [
 def emu_stats(arch: str, program: str, args: list[str], flags: list[str], ram: str,
               workdir: Path) -> dict[str, Any]:
     """Run one firmware program under emu and return its --stats report."""
-    stats_file = workdir / "stats.json"
-    stats_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "emu", "run", "--ram", ram, "--root", str(workdir), *flags,
-           "--stats", str(stats_file), str(REPO / "firmware" / "build" / arch / program), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if not stats_file.exists():
-        raise SystemExit(f"demo: {program} on {arch} failed: {proc.stderr.strip()}")
-    return json.loads(stats_file.read_text())
+    path = firmware_program("demo", arch, program)
+    _, stats = run_emu("demo", ["--ram", ram, "--root", str(workdir), *flags, str(path), *args],
+                       workdir / "stats.json", workdir, any_status=True)
+    return stats
 
 
 def print_table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> None:

@@ -36,14 +36,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from emu_runs import firmware_program  # tools/ is on sys.path when run
+from emu_runs import run_emu as run_emu_stats
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -94,26 +95,17 @@ class Run:
 def run_emu(arch: str, spinners: int, pages: int, toucher_prio: int, workdir: Path,
             profile: str | None) -> tuple[str, dict, list[dict]]:
     """Run fault_latency once; (stdout, stats, events)."""
-    program = REPO / "firmware" / "build" / arch / "fault_latency"
-    if not program.is_file():
-        raise SystemExit(f"seed_experiment: {program} is missing: run `make -C firmware`")
+    program = firmware_program("seed_experiment", arch, "fault_latency")
     tag = f"{arch}-n{spinners}-p{toucher_prio}"
-    stats_file, events_file = workdir / f"{tag}.stats.json", workdir / f"{tag}.events.jsonl"
-    cmd = [sys.executable, "-m", "emu", "run", "--arch", arch, "--clean-env",
-           "--stats", str(stats_file), "--events", str(events_file)]
+    events_file = workdir / f"{tag}.events.jsonl"
+    args = ["--arch", arch, "--clean-env", "--events", str(events_file)]
     if profile:
-        cmd += ["--profile", profile]
-    cmd += [str(program), str(spinners), str(pages), str(toucher_prio), str(SPINNER_PRIO)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=workdir)
-    if proc.returncode != 0:
-        raise SystemExit(f"seed_experiment: {' '.join(cmd)} exited {proc.returncode}: "
-                         f"{proc.stderr.strip()}")
-    stats = json.loads(stats_file.read_text())
+        args += ["--profile", profile]
+    args += [str(program), str(spinners), str(pages), str(toucher_prio), str(SPINNER_PRIO)]
+    stdout, stats = run_emu_stats("seed_experiment", args, workdir / f"{tag}.stats.json", workdir)
     with events_file.open() as f:
         events = [json.loads(line) for line in f]
-    return proc.stdout, stats, events
+    return stdout, stats, events
 
 
 def find_threads(events: list[dict]) -> tuple[tuple[int, int], set[tuple[int, int]]]:

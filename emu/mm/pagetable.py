@@ -109,21 +109,20 @@ class PageTable:
     def drop_range(self, first_vpn: int, end_vpn: int) -> list[tuple[int, Pte]]:
         """Remove every entry of [first_vpn, end_vpn) and return them (as small entries); a
         large page wholly inside goes at once, one only partly inside is split first."""
-        if self._large:
-            for base, shift in list(self._large.items()):
-                pages = 1 << (shift - PAGE_SHIFT)
-                if first_vpn <= base and base + pages <= end_vpn:
-                    continue
-                if base < end_vpn and base + pages > first_vpn:
-                    self._split(base)
+        inside = []
+        for base, shift in list(self._large.items()):
+            pages = 1 << (shift - PAGE_SHIFT)
+            if first_vpn <= base and base + pages <= end_vpn:
+                inside.append((base, shift, pages))
+            elif base < end_vpn and base + pages > first_vpn:
+                self._split(base)
         removed = list(self.entries(first_vpn, end_vpn))
+        for base, shift, _ in inside:
+            lib.fp_pt_clear_large(self.handle, base, shift)
+            del self._large[base]
+        covered = {vpn for base, _, pages in inside for vpn in range(base, base + pages)}
         for vpn, _ in removed:
-            covering = self._covering(vpn) if self._large else None
-            if covering is not None:
-                if covering[0] == vpn:
-                    lib.fp_pt_clear_large(self.handle, vpn, covering[1])
-                    del self._large[vpn]
-            else:
+            if vpn not in covered:
                 lib.fp_pt_clear(self.handle, vpn)
         return removed
 
