@@ -2,12 +2,18 @@
 # Set up emu on a fresh Debian machine and run the demo.
 #   tools/setup.sh            install everything, build the firmware, run tools/demo.py
 #   tools/setup.sh --no-demo  the same without the demo (CI uses this)
+#
+# emu goes into a virtual environment, .venv/ in the checkout: Debian's own python3 is
+# "externally managed" (PEP 668) and refuses a plain `pip install`. Afterwards:
+#   .venv/bin/python -m pytest -q        the test suite
+#   .venv/bin/emu run PROGRAM [ARGS...]  (or `. .venv/bin/activate`, then `emu ...`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-APT_PACKAGES=(make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools qemu-user)
+APT_PACKAGES=(make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools qemu-user
+              python3 python3-venv python3-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -19,12 +25,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-echo "setup: installing emu (pip install -e '.[test]')"
-python3 -m pip install -q -e '.[test]'
+# Debian's interpreter, whatever else is first on PATH (a pyenv or conda python would hide
+# the PEP 668 problem this script exists to avoid).
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON="$(command -v python3)"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating the virtual environment .venv ($("$PYTHON" --version))"
+    "$PYTHON" -m venv .venv
+fi
+echo "setup: installing emu into .venv (pip install -e '.[test]')"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "setup: building the firmware"
 make -C firmware -j2 -s
 
 if [ "${1:-}" != "--no-demo" ]; then
-    python3 tools/demo.py
+    .venv/bin/python tools/demo.py
 fi
