@@ -86,15 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop the guest (SIGXCPU) after about N instructions (default: no limit)")
     run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
                      help="set a guest environment variable (repeatable)")
-    run.add_argument("--clean-env", action="store_true",
-                     help="start the guest with an empty environment instead of emu's own")
+    env = run.add_mutually_exclusive_group()
+    env.add_argument("--inherit-env", action="store_true",
+                     help="give the guest emu's own environment (default: an empty one, so "
+                     "that results do not depend on the caller's environment)")
+    env.add_argument("--clean-env", action="store_true",
+                     help="an empty guest environment (the default; kept for scripts)")
+    run.add_argument("--seed", type=_nonnegative, default=0, metavar="N",
+                     help="seed of the guest's randomness: AT_RANDOM and getrandom (default 0)")
     run.add_argument("program", metavar="PROGRAM")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     return parser
 
 
 def _guest_env(args: argparse.Namespace) -> tuple[str, ...]:
-    env = {} if args.clean_env else dict(os.environ)
+    env = dict(os.environ) if args.inherit_env else {}
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -110,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
                        ram_bytes=args.ram, root=args.root, uid=args.uid,
                        max_instructions=args.max_instructions, env=_guest_env(args),
                        profile=args.profile, mm_threads=args.mm_threads,
-                       faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags)
+                       faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
+                       seed=args.seed)
     if args.stats:
         try:
             open(args.stats, "a").close()

@@ -63,3 +63,4 @@ class RunConfig:
     mm_threads: int = 1                      # procnto memory-manager server threads
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook
     mm_flags: MemoryManagerFlags = field(default_factory=MemoryManagerFlags)
+    seed: int = 0                            # AT_RANDOM and getrandom come from it

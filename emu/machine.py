@@ -1,25 +1,114 @@
-"""The composition root: builds RAM, frames, CPU and kernel from a RunConfig and runs the program."""
+"""The composition root: `Machine` builds every collaborator from a RunConfig and runs it.
+
+It builds the CPU engine, physical memory, the scheduler, the timers, the backing
+store and its device, the page cache and the pager, procnto's memory manager, the
+fault entry, the syscall table and its per-family services, and the kernel, and
+hands each its collaborators; nothing below builds anything itself.
+
+Clients — the CLI, the tests, a debugger, an injector — drive it with a step API:
+`run(until=...)` stops at a simulated cycle, after N instructions, at a guest PC, on an
+event, or at exit, and can be called again to resume. `read_memory`/`write_memory`
+go through the page tables without faulting anything in or charging any cycle, and
+`registers`/`set_register` read and write one thread's registers.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
 from emu.config import RunConfig
-from emu.cpu.arch import ARCHES
-from emu.cpu.engine import CpuEngine
+from emu.cpu.arch import ARCHES, SIGNAL_REGISTERS, X86_FP_REGISTERS
+from emu.cpu.engine import NEVER, CpuEngine, StopKind
 from emu.errors import EmuError
+from emu.kernel.clock import Clock
+from emu.kernel.device import BlockDevice, Device
+from emu.kernel.faults import FaultEntry
+from emu.kernel.family import Family
+from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
+from emu.kernel.io import BackingStore
 from emu.kernel.kernel import Kernel
+from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
+from emu.kernel.residency import Residency
+from emu.kernel.sched import Scheduler
+from emu.kernel.sigdeliver import SignalDelivery
+from emu.kernel.syscalls import MemoryServices, Services, SyscallTable
+from emu.kernel.timers import TimerQueue
+from emu.kernel.waits import Waits
 from emu.loader.elf import read_elf
 from emu.mm.frames import PAGE_SIZE, FrameAllocator, PhysicalMemory
+from emu.mm.pagecache import PageCache
+from emu.mm.pager import Pager
+from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
-from emu.trace.events import EventBus, JsonLinesWriter
-from emu.trace.stats import RunStats, build_report
+from emu.servers.procnto import MemoryManager
+from emu.trace.diagnostics import DiagnosticPrinter
+from emu.trace.events import Diagnostic, Event, EventBus, JsonLinesWriter, RunEnd, RunStart
+from emu.trace.stats import RunStats
 
 MIN_RAM = 1 << 20
+Instrument = Callable[[Event], None]
+
+
+# ---- what `run` may stop at, and what it returns ----
+
+@dataclass(frozen=True)
+class AtCycle:
+    """Stop at the first block boundary at or after this simulated cycle (absolute)."""
+
+    cycle: int
+
+
+@dataclass(frozen=True)
+class AfterInstructions:
+    """Stop once this many more instructions have retired (exact: 1 is a single step)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class AtPc:
+    """Stop before any thread executes the instruction at one of these addresses."""
+
+    pcs: tuple[int, ...]
+
+    def __init__(self, *pcs: int) -> None:
+        """Breakpoints at `pcs`."""
+        object.__setattr__(self, "pcs", tuple(pcs))
+
+
+@dataclass(frozen=True)
+class OnEvent:
+    """Stop as soon as an event of `kinds` (default: any) satisfies `predicate`."""
+
+    predicate: Callable[[Event], bool]
+    kinds: tuple[type[Event], ...] | None = None
+
+
+Until = AtCycle | AfterInstructions | AtPc | OnEvent
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """`run` returned at a stop point; the run can go on (call `run` again)."""
+
+    until: Until
+    cycle: int
+    instructions: int
+    pid: int                        # the thread that was running (0 if none)
+    tid: int
+    pc: int
+    event: Event | None = None      # the event that matched (OnEvent)
+
+
+@dataclass(frozen=True)
+class Exited:
+    """Every guest process has ended: how the first one did."""
+
+    status: ExitStatus
 
 
 @dataclass(frozen=True)
@@ -31,64 +120,302 @@ class RunResult:
     report: dict[str, Any]
 
 
+class Machine:
+    """One guest program on one simulated machine, built from a RunConfig."""
+
+    def __init__(self, config: RunConfig, *, instruments: tuple[Instrument, ...] = (),
+                 events: IO[str] | None = None, device: Device | None = None,
+                 diagnostics: Instrument | None = None) -> None:
+        """Build the machine and load `config.program` (not run yet). `instruments` see every
+        event, `events` gets them as JSON lines, `device` replaces the backing store's block
+        device, `diagnostics` receives the kernel's messages (default: stderr)."""
+        self.started = time.perf_counter()
+        image = read_elf(config.program)
+        if config.arch not in ("auto", image.arch):
+            raise EmuError(f"{config.program} is an {image.arch} program, not {config.arch}")
+        if not os.path.isdir(config.root):
+            raise EmuError(f"guest root {config.root!r} is not a directory")
+        if config.ram_bytes < MIN_RAM or config.ram_bytes % PAGE_SIZE:
+            raise EmuError(f"--ram must be at least {MIN_RAM >> 20}M and a multiple of {PAGE_SIZE}")
+        if config.mm_threads < 1:
+            raise EmuError("--mm-threads must be at least 1")
+        self.config = config
+        profile = self.profile = load_profile(config.profile)
+        spec = ARCHES[image.arch]
+        costs = profile.kernel
+
+        # events first: everything built below may publish
+        bus = self.bus = EventBus()
+        self.stats = RunStats()
+        bus.subscribe(self.stats, self.stats.kinds)
+        if events is not None:
+            bus.subscribe(JsonLinesWriter(events))
+        bus.subscribe(diagnostics or DiagnosticPrinter(), (Diagnostic,))
+        for instrument in instruments:
+            bus.subscribe(instrument, getattr(instrument, "kinds", None))
+
+        # the hardware
+        ram = self.ram = PhysicalMemory(config.ram_bytes)
+        frames = self.frames = FrameAllocator(config.ram_bytes // PAGE_SIZE)
+        engine = self.engine = CpuEngine(spec, ram.host_address, ram.size, self._read_code,
+                                         profile.instructions, profile.tlb_fill,
+                                         syscall_cost=costs.syscall,
+                                         frequency_hz=profile.frequency_hz)
+        frames.on_code_freed = engine.invalidate_code
+        clock = Clock(engine.now, profile.frequency_hz)
+        device = device or BlockDevice(profile.cycles(profile.read_page_ns),
+                                       profile.cycles(profile.write_page_ns))
+
+        # the kernel's parts
+        timers = TimerQueue()
+        sched = Scheduler(bus, engine.now, profile.time_slice)
+        waits = Waits(sched, timers)
+        futexes = FutexTable(sched)
+        store = BackingStore(device, bus, timers, engine.now)
+        page_cache = PageCache(frames, ram, engine.invalidate_code)
+        pager = Pager(ram, frames, page_cache)
+        mm = MemoryManager(sched, bus, waits, store, pager, costs, engine.now, engine.charge)
+        faults = FaultEntry(engine, sched, mm, timers, store, pager, frames, costs, bus)
+        syscalls = SyscallTable.for_arch(spec.name, on_unknown=self._unknown_syscall)
+        kernel = self.kernel = Kernel(
+            engine=engine, ram=ram, frames=frames, root=GuestRoot(config.root), profile=profile,
+            clock=clock, bus=bus, sched=sched, timers=timers, waits=waits, futexes=futexes,
+            store=store, faults=faults, mm=mm, syscalls=syscalls,
+            insn_limit=config.max_instructions,
+            large_pages=config.mm_flags.variable_page_sizes, seed=config.seed)
+        kernel.start(config.mm_threads)
+        assert kernel.procnto is not None
+        residency = Residency(pager, engine.now, engine.charge, costs, store, bus)
+        signals = SignalDelivery(engine, sched, bus, kernel.processes, kernel.end_process,
+                                 kernel.procnto)
+        family = Family(kernel)
+        services = Services(threads=kernel, clock=clock,
+                            memory=MemoryServices(page_cache, residency, store, waits),
+                            signals=signals, family=family)
+        kernel.connect(services, signals, family, residency)
+
+        # the CPU's shortcuts into the kernel
+        engine.fastpath.on_syscall = kernel.inline_syscall
+        engine.fastpath.set_inline_syscalls(list(syscalls.inline))
+        if config.faults_in_place:
+            engine.fastpath.complete_faults_with(faults.complete_in_place)
+        if not engine.fastpath.clock_is_simulated:
+            kernel.diagnose(None, "cannot point Unicorn's clock at the simulated one: TLB fill "
+                                  "counts may vary with host speed")
+
+        self.process = kernel.spawn(image, [config.program, *config.args], list(config.env),
+                                    config.uid, lock=config.mm_flags.lock_all,
+                                    superlock=config.mm_flags.superlock_all)
+        bus.publish(RunStart(engine.cycles, self.process.pid, 0, spec.name, self.process.exe_path,
+                             frames.total))
+        self._ended: Exited | None = None
+        self._resume_pc: int | None = None
+
+    # ---- running ----
+
+    def run(self, until: Until | None = None) -> Stopped | Exited:
+        """Run until `until` (or, without it, until every guest process has ended); call
+        again to go on from where it stopped."""
+        if self._ended is not None:
+            return self._ended
+        kernel, engine = self.kernel, self.engine
+        hit: list[Event] = []
+        watcher: Instrument | None = None
+        if isinstance(until, AtCycle):
+            kernel.until_cycle = until.cycle
+        elif isinstance(until, AfterInstructions):
+            if until.count < 0:
+                raise ValueError("AfterInstructions needs a count of at least 0")
+            kernel.until_instructions = engine.instructions + until.count
+        elif isinstance(until, AtPc):
+            engine.set_breakpoints(list(until.pcs), resume_from=self._resume_pc)
+        elif isinstance(until, OnEvent):
+            def watcher(event: Event, predicate=until.predicate) -> None:  # type: ignore[misc]
+                if not hit and predicate(event):
+                    hit.append(event)
+                    kernel.request_stop()
+            self.bus.subscribe(watcher, until.kinds)
+        self._resume_pc = None
+        try:
+            stopped = self._stop_point(until, hit)
+            if stopped is not None:
+                return stopped
+            while kernel.step():
+                if not kernel.take_stop_request() and not self._reached(until):
+                    continue
+                stopped = self._stop_point(until, hit)
+                if stopped is not None:
+                    return stopped
+        finally:
+            kernel.until_cycle = kernel.until_instructions = NEVER
+            engine.set_breakpoints([])
+            if watcher is not None:
+                self.bus.unsubscribe(watcher)
+        return self._finish()
+
+    def _reached(self, until: Until | None) -> bool:
+        """Whether a cycle or instruction stop point has been reached."""
+        if isinstance(until, AtCycle):
+            return self.engine.cycles >= until.cycle
+        if isinstance(until, AfterInstructions):
+            return self.engine.instructions >= self.kernel.until_instructions
+        return False
+
+    def _stop_point(self, until: Until | None, hit: list[Event]) -> Stopped | None:
+        """The Stopped to return now, if `until` is met."""
+        if until is None or not self.kernel.live_guests:
+            return None
+        engine, kernel = self.engine, self.kernel
+        met = (self._reached(until)
+               or (isinstance(until, AtPc) and kernel.last_stop is not None
+                   and kernel.last_stop.kind is StopKind.BREAKPOINT_PC
+                   and kernel.last_stop.pc in until.pcs)
+               or (isinstance(until, OnEvent) and bool(hit)))
+        if not met:
+            return None
+        thread = kernel.sched.current
+        if thread is None or thread.body is not None:
+            thread = kernel.loaded_thread()
+        pid, tid, pc = (thread.process.pid, thread.tid, thread.pc) if thread else (0, 0, 0)
+        if isinstance(until, AtPc):
+            self._resume_pc = pc
+            kernel.last_stop = None
+        return Stopped(until, engine.cycles, engine.instructions, pid, tid, pc,
+                       hit[0] if hit else None)
+
+    def _finish(self) -> Exited:
+        """The run has ended: publish the CPU's counters (RunEnd) once."""
+        if self._ended is None:
+            engine = self.engine
+            st = engine.fastpath.state
+            counts = {**{self.kernel.syscalls.name_of(nr): n
+                         for nr, n in engine.fastpath.syscall_counts().items()},
+                      **self.kernel.syscalls.counts}
+            self.bus.publish(RunEnd(engine.cycles, self.process.pid, 0, st.instructions,
+                                    st.cycles, st.tlb_fills, st.tlb_flushes, st.tlb_page_flushes,
+                                    self.frames.peak, tuple(sorted(counts.items()))))
+            status = self.process.exit
+            assert status is not None
+            self._ended = Exited(status)
+        return self._ended
+
+    def result(self) -> RunResult:
+        """Run to the end (if not there yet) and report: exit status and `--stats`."""
+        ended = self.run()
+        assert isinstance(ended, Exited)
+        report = self.stats.report(
+            {"wall_seconds": round(time.perf_counter() - self.started, 6)})
+        return RunResult(ended.status.shell_code, ended.status.signal, report)
+
+    def close(self) -> None:
+        """Free the engine's C-side caches (the machine cannot run any more)."""
+        self.engine.fastpath.release()
+
+    # ---- inspecting and changing the guest (no faults, no cycles) ----
+
+    def threads(self) -> list[Thread]:
+        """Every guest thread that has not ended."""
+        return [t for p in self.kernel.processes if p is not self.kernel.procnto
+                for t in p.live_threads()]
+
+    def thread(self, tid: int | None = None) -> Thread:
+        """A live guest thread (default: the one that ran last, or the first)."""
+        if tid is None:
+            loaded = self.kernel.loaded_thread()
+            if loaded is not None and loaded.state is not ThreadState.DEAD:
+                return loaded
+            live = self.threads()
+            if not live:
+                raise EmuError("no guest thread is alive")
+            return live[0]
+        found = self.kernel.find_thread(tid)
+        if found is None or found.body is not None:
+            raise EmuError(f"no guest thread {tid}")
+        return found
+
+    def _process(self, pid: int | None) -> Process:
+        if pid is None:
+            return self.thread().process
+        for proc in self.kernel.processes:
+            if proc.pid == pid and proc is not self.kernel.procnto:
+                return proc
+        raise EmuError(f"no guest process {pid}")
+
+    def read_memory(self, vaddr: int, size: int, pid: int | None = None) -> bytes:
+        """`size` bytes at `vaddr` as the guest would read them (pages not yet present show
+        their backing contents); never faults, ignores protections, charges nothing.
+        EmuError where nothing is mapped."""
+        try:
+            return self._process(pid).mem.inspect(vaddr, size)
+        except BadAddress as exc:
+            raise EmuError(f"cannot read {size} bytes at {vaddr:#x}: nothing mapped at {exc}") \
+                from None
+
+    def write_memory(self, vaddr: int, data: bytes, pid: int | None = None) -> None:
+        """Store `data` at `vaddr` in present, unshared pages (whatever their protection);
+        never faults, charges nothing. EmuError, with nothing written, otherwise."""
+        try:
+            self._process(pid).mem.poke(vaddr, bytes(data))
+        except BadAddress as exc:
+            raise EmuError(f"cannot write {len(data)} bytes at {vaddr:#x}: {exc}") from None
+
+    def registers(self, tid: int | None = None) -> dict[str, int]:
+        """A thread's registers, by the names of emu.cpu.arch.SIGNAL_REGISTERS."""
+        thread = self.thread(tid)
+        arch = thread.process.arch
+        if thread is self.kernel.loaded_thread():
+            regs = self.engine.read_registers()
+        else:
+            regs = {}
+            for name, reg in SIGNAL_REGISTERS[arch].items():
+                value = thread.context.reg_read(reg)
+                if isinstance(value, tuple):
+                    value = value[0] | (value[1] << 64)
+                regs[name] = value
+        regs["rip" if arch == "x86_64" else "pc"] = thread.pc
+        return regs
+
+    def set_register(self, name: str, value: int, tid: int | None = None) -> None:
+        """Set one register of a thread (the PC too: the thread resumes there)."""
+        thread = self.thread(tid)
+        arch = thread.process.arch
+        ids = SIGNAL_REGISTERS[arch]
+        if name not in ids:
+            raise EmuError(f"unknown {arch} register {name!r}")
+        if name == ("rip" if arch == "x86_64" else "pc"):
+            thread.pc = value
+            return
+        if thread is self.kernel.loaded_thread():
+            self.engine.write_registers({name: value})
+        elif ids[name] in X86_FP_REGISTERS and arch == "x86_64":
+            thread.context.reg_write(ids[name], (value & (2**64 - 1), (value >> 64) & 0xFFFF))
+        else:
+            thread.context.reg_write(ids[name], value)
+
+    # ---- internals ----
+
+    def _read_code(self, vaddr: int, size: int) -> bytes:
+        """Guest code of the thread on the CPU (for costing blocks the first time they run)."""
+        thread = self.kernel.loaded_thread()
+        assert thread is not None
+        return thread.process.mem.peek(vaddr, size)
+
+    def _unknown_syscall(self, name: str, nr: int, arch: str) -> None:
+        self.kernel.diagnose(self.kernel.sched.current, f"unimplemented system call {name} "
+                                                        f"({nr}) on {arch}: returning ENOSYS")
+
+
 def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
     """Load and run `config.program` to completion; kernel events go to `events` as JSON lines."""
-    started = time.perf_counter()
-    image = read_elf(config.program)
-    if config.arch not in ("auto", image.arch):
-        raise EmuError(f"{config.program} is an {image.arch} program, not {config.arch}")
-    if not os.path.isdir(config.root):
-        raise EmuError(f"guest root {config.root!r} is not a directory")
-    if config.ram_bytes < MIN_RAM or config.ram_bytes % PAGE_SIZE:
-        raise EmuError(f"--ram must be at least {MIN_RAM >> 20}M and a multiple of {PAGE_SIZE}")
-    if config.mm_threads < 1:
-        raise EmuError("--mm-threads must be at least 1")
-    profile = load_profile(config.profile)
-    spec = ARCHES[image.arch]
-    ram = PhysicalMemory(config.ram_bytes)
-    frames = FrameAllocator(config.ram_bytes // PAGE_SIZE)
-    bus = EventBus()
-    stats = RunStats()
-    bus.subscribe(stats)
-    if events is not None:
-        bus.subscribe(JsonLinesWriter(events))
-    kernel: Kernel | None = None
-
-    def read_code(vaddr: int, size: int) -> bytes:
-        assert kernel is not None and kernel.sched.current is not None
-        return kernel.sched.current.process.mem.peek(vaddr, size)
-
-    engine = CpuEngine(spec, ram.host_address, ram.size, read_code, profile.instructions,
-                       profile.tlb_fill)
-    kernel = Kernel(engine, ram, frames, GuestRoot(config.root), profile, bus, stats,
-                    insn_limit=config.max_instructions, mm_threads=config.mm_threads,
-                    faults_in_place=config.faults_in_place,
-                    large_pages=config.mm_flags.variable_page_sizes)
-    proc = kernel.spawn(image, [config.program, *config.args], list(config.env), config.uid,
-                        lock=config.mm_flags.lock_all, superlock=config.mm_flags.superlock_all)
+    machine = Machine(config, events=events)
     try:
-        kernel.run()
+        return machine.result()
     finally:
-        engine.fastpath.release()
-    status = proc.exit
-    assert status is not None
-    stats.finish(engine.cycles)
-    threads = [{"pid": t.process.pid, "tid": t.tid, "name": t.name, "priority": t.base_priority,
-                "policy": t.policy.name, "cycles_by_state": dict(sorted(
-                    stats.threads[(t.process.pid, t.tid)].by_state.items()))}
-               for p in kernel.processes for t in p.threads]
-    st = engine.fastpath.state
-    report = build_report(
-        arch=spec.name, program=config.program, exit_code=status.shell_code,
-        exit_signal=status.signal, instructions=st.instructions, cycles=st.cycles,
-        tlb_fills=st.tlb_fills, stats=stats, mm=kernel.memory_counters(),
-        syscalls=kernel.syscalls.counts, threads=threads,
-        host={"wall_seconds": round(time.perf_counter() - started, 6)})
-    return RunResult(status.shell_code, status.signal, report)
+        machine.close()
 
 
 @contextlib.contextmanager
-def open_events(path: str | None):  # type: ignore[no-untyped-def]
+def open_events(path: str | None) -> Iterator[IO[str] | None]:
     """The --events file opened for writing (or None), with one-line errors."""
     if path is None:
         yield None

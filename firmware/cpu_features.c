@@ -8,6 +8,7 @@
  *   entry: ok          AT_ENTRY is _start
  *   phdr: ok           AT_PHDR/AT_PHNUM describe this program (a PT_LOAD is there)
  *   random: ok         AT_RANDOM points at 16 readable bytes
+ *   at_random=<32 hex digits> getrandom=<16 hex digits>   (the run's seeded randomness)
  *   execfn=<AT_EXECFN>
  *   hwcap: ok          x86-64: AT_HWCAP == CPUID.1:EDX; AArch64: FP, ASIMD, ATOMICS set
  *                      (read from the raw auxv: the process must not modify environ first)
@@ -16,6 +17,7 @@
 #include <elf.h>
 #include <link.h>
 #include <sys/auxv.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "fwutil.h"
@@ -73,6 +75,16 @@ int main(void)
     for (int i = 0; rnd && i < 16; i++)
         sum += rnd[i];
     check("random", rnd != NULL && sum != 0);
+    unsigned char more[8] = {0};
+    if (getrandom(more, sizeof more, 0) != (ssize_t)sizeof more)
+        failures++;
+    printf("at_random=");
+    for (int i = 0; rnd && i < 16; i++)
+        printf("%02x", rnd[i]);
+    printf(" getrandom=");
+    for (int i = 0; i < 8; i++)
+        printf("%02x", more[i]);
+    printf("\n");
     printf("execfn=%s\n", (const char *)getauxval(AT_EXECFN));
     check("hwcap", hwcap_matches_cpu());
 #if defined(__aarch64__)

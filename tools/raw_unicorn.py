@@ -81,7 +81,7 @@ class RawRun:
         uc.mem_map(STACK_TOP - STACK_SIZE, STACK_SIZE)
         who = ProcessIdentity(uid=0, gid=0, hwcap=spec.hwcap, platform=spec.platform)
         sp = build_initial_stack(_StackWriter(uc), STACK_TOP, image, [program, *args], env,
-                                 program, who)
+                                 program, who, bytes(16))
         uc.reg_write(spec.sp, sp)
         self.entry = image.entry
         self.mmap_next = MMAP_BASE

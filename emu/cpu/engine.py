@@ -2,7 +2,10 @@
 
 Translation is ours: the C fast path's fill hook walks the current page table.
 `run` executes guest code until something needs the kernel and reports why
-(a `Stop`); the kernel handles it outside Unicorn and calls `run` again.
+(a `Stop`); the kernel handles it outside Unicorn and calls `run` again. Stops
+are instruction-precise: at a fault, an exception, a breakpoint or the end of
+an instruction budget the PC names the next instruction to execute, and the
+instruction and cycle counters cover exactly the instructions that retired.
 """
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ from typing import Callable
 
 import unicorn
 from unicorn import arm64_const as a64
-from unicorn import x86_const
+from unicorn import x86_const as x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from emu.cpu.arch import SIGNAL_REGISTERS, X86_FP_REGISTERS, ArchSpec
 from emu.cpu.costs import BlockCoster
 from emu.cpu.faultaddr import FaultAddressDecoder
-from emu.cpu.fastpath import FastPath, ffi, lib
+from emu.cpu.fastpath import FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, FastPath, ffi, lib
 from emu.profile import InstructionCosts
 
 CodeReader = Callable[[int, int], bytes]
@@ -27,12 +30,20 @@ CodeReader = Callable[[int, int], bytes]
 ACCESS_READ = lib.FP_ACCESS_READ
 ACCESS_WRITE = lib.FP_ACCESS_WRITE
 ACCESS_FETCH = lib.FP_ACCESS_FETCH
+# one definition of the constants (emu/cpu/csrc/fastpath.h): Unicorn must agree with it
+assert (ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH) == (
+    unicorn.UC_MEM_READ, unicorn.UC_MEM_WRITE, unicorn.UC_MEM_FETCH)
+assert (lib.FP_PTE_READ, lib.FP_PTE_WRITE, lib.FP_PTE_EXEC) == (
+    unicorn.UC_PROT_READ, unicorn.UC_PROT_WRITE, unicorn.UC_PROT_EXEC)
 
-_NEVER = 0xFFFF_FFFF_FFFF_FFFF
+NEVER = 0xFFFF_FFFF_FFFF_FFFF
+SYSCALLS_COUNTED = lib.FP_MAX_SYSCALL     # the CPU counts calls with numbers below this
 _A64_EXCP_SWI = 2          # QEMU's EXCP_SWI: svc
 _A64_EXCP_BKPT = 7         # brk
 _A64_EXCP_UDEF = 1         # undefined instruction; Unicorn reports brk as this too
 _A64_BRK_MASK, _A64_BRK = 0xFFE0001F, 0xD4200000
+_X86_EXCEPTIONS = {0: "arithmetic", 3: "breakpoint", 6: "illegal"}
+_A64_EXCEPTIONS = {_A64_EXCP_BKPT: "breakpoint", _A64_EXCP_UDEF: "illegal"}
 
 
 class StopKind(enum.Enum):
@@ -40,8 +51,9 @@ class StopKind(enum.Enum):
 
     SYSCALL = "syscall"
     FAULT = "fault"                 # TLB miss the fast path could not resolve
-    INSN_LIMIT = "insn_limit"
-    DEADLINE = "deadline"
+    INSN_LIMIT = "insn_limit"       # the instruction budget is used up, exactly
+    DEADLINE = "deadline"           # the simulated clock reached the deadline
+    BREAKPOINT_PC = "breakpoint_pc"  # a requested stop address (not a guest brk/int3)
     ILLEGAL = "illegal"             # undefined instruction
     BREAKPOINT = "breakpoint"       # int3 / brk
     ARITHMETIC = "arithmetic"       # divide error
@@ -59,22 +71,36 @@ class Stop:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Unretired:
+    """Instructions and cycles taken back from the clock for a block cut short."""
+
+    instructions: int
+    cycles: int
+
+
 class CpuEngine:
     """Runs one guest architecture's code with emulator-owned translation."""
 
     def __init__(self, spec: ArchSpec, ram_host_address: int, ram_size: int,
-                 read_code: CodeReader, costs: InstructionCosts, tlb_fill_cost: int) -> None:
+                 read_code: CodeReader, costs: InstructionCosts, tlb_fill_cost: int,
+                 syscall_cost: int = 0, frequency_hz: int = 1_000_000_000) -> None:
         """Create the engine, map RAM at physical 0 and attach the fast path.
 
         `read_code` fetches guest code for costing blocks the first time they run;
-        `costs` prices instructions and `tlb_fill_cost` each fast-path refill.
+        `costs` prices instructions, `tlb_fill_cost` each fast-path refill and
+        `syscall_cost` each system-call entry.
         """
         self.spec = spec
         self.read_code = read_code
         self._coster = BlockCoster(spec, costs)
         self._fault_decoder = FaultAddressDecoder(spec)
         self.fastpath = fastpath = FastPath(self._cost_block)
-        fastpath.state.tlb_fill_cost = tlb_fill_cost
+        st = fastpath.state
+        st.tlb_fill_cost = tlb_fill_cost
+        st.syscall_cost = syscall_cost
+        st.frequency_hz = frequency_hz
+        st.insn_stop = st.cycle_stop = NEVER
         uc = unicorn.Uc(spec.uc_arch, spec.uc_mode)
         uc.ctl_set_cpu_model(spec.cpu_model)
         if spec.name == "aarch64":
@@ -87,91 +113,167 @@ class CpuEngine:
             uc.reg_write(x86_const.UC_X86_REG_CR4,
                          uc.reg_read(x86_const.UC_X86_REG_CR4) | (1 << 9) | (1 << 10))
         self.uc = uc
-        fastpath.attach(uc._uch.value, _binding.uclib)
-        self._pending: Stop | None = None
-        if spec.name == "x86_64":
-            uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0,
-                        x86_const.UC_X86_INS_SYSCALL)
-        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
+        x86 = spec.name == "x86_64"
+        fastpath.attach(uc._uch.value, _binding.uclib, spec.name, pc_reg=spec.pc,
+                        syscall_regs=(spec.syscall_nr, *spec.syscall_args),
+                        result_reg=spec.syscall_ret,
+                        syscall_insn=x86_const.UC_X86_INS_SYSCALL if x86 else 0,
+                        syscall_intno=-1 if x86 else _A64_EXCP_SWI)
+        fastpath.locate_cpu()
 
-    def _cost_block(self, pc: int, size: int) -> tuple[int, int]:
+    def _cost_block(self, pc: int, paddr: int, size: int) -> tuple[int, int]:
         """(instructions, cycles) of a block executing for the first time."""
-        return self._coster.cost(self.read_code(pc, size), pc)
-
-    # ---- hooks (Python, called only for kernel entries) ----
-
-    def _on_syscall(self, uc: unicorn.Uc, _user: object) -> None:
-        self._pending = Stop(StopKind.SYSCALL, pc=0)
-        uc.emu_stop()
-
-    def _on_interrupt(self, uc: unicorn.Uc, intno: int, _user: object) -> None:
-        if self.spec.name == "aarch64":
-            kind = {_A64_EXCP_SWI: StopKind.SYSCALL, _A64_EXCP_BKPT: StopKind.BREAKPOINT,
-                    _A64_EXCP_UDEF: StopKind.ILLEGAL}.get(intno, StopKind.CPU_ERROR)
-        else:
-            kind = {0: StopKind.ARITHMETIC, 3: StopKind.BREAKPOINT,
-                    6: StopKind.ILLEGAL}.get(intno, StopKind.CPU_ERROR)
-        self._pending = Stop(kind, pc=0, detail=f"interrupt {intno}")
-        uc.emu_stop()
+        return self._coster.cost(self.read_code(pc, size), pc, key=paddr)
 
     # ---- running ----
 
-    def run(self, pc: int, insn_limit: int = 0, deadline: int = 0) -> Stop:
-        """Execute from `pc` until the kernel is needed; returns why execution stopped."""
+    def run(self, pc: int, insn_stop: int = NEVER, deadline: int = NEVER) -> Stop:
+        """Execute from `pc` until the kernel is needed; returns why execution stopped.
+
+        It stops before the first block that starts at or after the clock `deadline`,
+        and exactly when `instructions` reaches `insn_stop` or the PC reaches a
+        breakpoint (`set_breakpoints`)."""
+        fastpath = self.fastpath
+        st = fastpath.state
+        st.insn_stop = insn_stop
+        st.cycle_stop = deadline
+        err = fastpath.run(pc)
+        self._raise_callback_error()
+        reason, now = st.stop_reason, st.stop_pc
+        if reason == lib.FP_STOP_PRECISE:
+            return self._run_to(now, st.precise_pc or self._insn_target(now))
+        return self._stop(reason, err, now)
+
+    def _stop(self, reason: int, err: int, now: int) -> Stop:
         st = self.fastpath.state
-        st.stop_reason = lib.FP_STOP_NONE
-        st.insn_stop = insn_limit or _NEVER
-        st.cycle_stop = deadline or _NEVER
-        self._pending = None
-        error: unicorn.UcError | None = None
-        try:
-            self.uc.emu_start(pc, 0)
-        except unicorn.UcError as exc:
-            error = exc
-        if self.fastpath.callback_error is not None:
-            exc, self.fastpath.callback_error = self.fastpath.callback_error, None
-            raise exc
-        now = self.pc
-        if st.stop_reason == lib.FP_STOP_FAULT:
-            self._uncount_unretired(now)
+        if reason == lib.FP_STOP_FAULT:
+            self.take_back_unretired(now)
             return Stop(StopKind.FAULT, pc=now, fault_vaddr=st.fault_vaddr,
                         fault_access=st.fault_access)
-        if self._pending is not None:
-            kind = self._pending.kind
-            if kind is not StopKind.SYSCALL:
-                self._uncount_unretired(now)
-            if kind is StopKind.ILLEGAL and self.spec.name == "aarch64" and self._is_brk(now):
-                kind = StopKind.BREAKPOINT
-            return Stop(kind, pc=now, detail=self._pending.detail)
-        if error is not None:
-            if error.errno == unicorn.UC_ERR_INSN_INVALID:
-                self._uncount_unretired(now)
-                return Stop(StopKind.ILLEGAL, pc=now, detail=str(error))
-            return Stop(StopKind.CPU_ERROR, pc=now, detail=str(error))
-        if st.stop_reason == lib.FP_STOP_INSN_LIMIT:
-            return Stop(StopKind.INSN_LIMIT, pc=now)
-        if st.stop_reason == lib.FP_STOP_DEADLINE:
+        if reason == lib.FP_STOP_FAULT_DONE:        # taken back before the fault was served
             return Stop(StopKind.DEADLINE, pc=now)
+        if reason == lib.FP_STOP_SYSCALL:
+            return Stop(StopKind.SYSCALL, pc=now)
+        if reason == lib.FP_STOP_DEADLINE:
+            return Stop(StopKind.DEADLINE, pc=now)
+        if reason == lib.FP_STOP_INSN_LIMIT:
+            return Stop(StopKind.INSN_LIMIT, pc=now)
+        if reason == lib.FP_STOP_BREAKPOINT:
+            return Stop(StopKind.BREAKPOINT_PC, pc=now)
+        if reason == lib.FP_STOP_EXCEPTION:
+            return self._exception(st.intno, now)
+        if err == unicorn.UC_ERR_INSN_INVALID:
+            self.take_back_unretired(now)
+            return Stop(StopKind.ILLEGAL, pc=now, detail=unicorn.UcError(err).__str__())
+        if err != unicorn.UC_ERR_OK:
+            return Stop(StopKind.CPU_ERROR, pc=now, detail=str(unicorn.UcError(err)))
         # emu_start's `until` is 0: the guest jumped to address 0
         return Stop(StopKind.FAULT, pc=now, fault_vaddr=now, fault_access=ACCESS_FETCH)
+
+    def _exception(self, intno: int, now: int) -> Stop:
+        """A CPU exception other than a system call."""
+        names = _X86_EXCEPTIONS if self.spec.name == "x86_64" else _A64_EXCEPTIONS
+        kind = StopKind(names.get(intno, "cpu_error"))
+        self.take_back_unretired(now)
+        if kind is StopKind.ILLEGAL and self.spec.name == "aarch64" and self._is_brk(now):
+            kind = StopKind.BREAKPOINT
+        return Stop(kind, pc=now, detail=f"interrupt {intno}")
+
+    def _run_to(self, block_pc: int, target: int) -> Stop:
+        """The next block holds a stop point at `target`: translate it again with `target`
+        as an exit, run up to there, and drop that translation again."""
+        fastpath = self.fastpath
+        st = fastpath.state
+        pages = self._code_frames(block_pc, target)
+        for lo in pages:
+            lib.fp_tb_invalidate(st, lo, lo + 0x1000)
+        err = fastpath.run(block_pc, target)
+        for lo in pages:
+            lib.fp_tb_invalidate(st, lo, lo + 0x1000)
+        self._raise_callback_error()
+        reason, now = st.stop_reason, st.stop_pc
+        if reason == lib.FP_STOP_NONE and err == unicorn.UC_ERR_OK and now == target:
+            at_limit = st.instructions >= st.insn_stop
+            return Stop(StopKind.INSN_LIMIT if at_limit else StopKind.BREAKPOINT_PC, pc=now)
+        if reason == lib.FP_STOP_PRECISE:           # another stop point, earlier
+            return self._run_to(now, st.precise_pc or self._insn_target(now))
+        return self._stop(reason, err, now)
+
+    def _code_frames(self, start: int, end: int) -> list[int]:
+        """Physical page addresses of the code pages of [start, end]."""
+        frames = []
+        for page in sorted({start & ~0xFFF, end & ~0xFFF}):
+            paddr = lib.fp_translate(self.fastpath.state, page)
+            if paddr != NEVER:
+                frames.append(paddr)
+        return frames
+
+    def _insn_target(self, block_pc: int) -> int:
+        """The address after the instruction that uses up the budget, in the block at
+        `block_pc` (the budget ends inside it)."""
+        st = self.fastpath.state
+        left = st.insn_stop - st.instructions
+        assert left > 0
+        return block_pc + self._coster.instruction_ends(self.read_code(block_pc, 16 * left),
+                                                        block_pc, left)
+
+    def _raise_callback_error(self) -> None:
+        fastpath = self.fastpath
+        if fastpath.callback_error is not None:
+            exc, fastpath.callback_error = fastpath.callback_error, None
+            raise exc
 
     def _is_brk(self, pc: int) -> bool:
         """Whether the AArch64 instruction at `pc` is a brk."""
         word = int.from_bytes(self.read_code(pc, 4), "little")    # it was just fetched
         return word & _A64_BRK_MASK == _A64_BRK
 
-    def _uncount_unretired(self, pc: int) -> None:
-        """Take back the instructions of the current block from `pc` on (they did not retire)."""
+    def take_back_unretired(self, pc: int) -> Unretired:
+        """Take back the instructions and cycles of the current block from `pc` on (they
+        did not retire); returns what was taken."""
         st = self.fastpath.state
         block = st.last_block
         if block == ffi.NULL or not block.pc <= pc < block.pc + block.size:
-            return
-        done = self._coster.retired(block.pc, pc)
+            return Unretired(0, 0)
+        done = self._coster.retired(block.paddr, pc - block.pc)
         if done is None:       # costed before a code flush: decode the prefix again
             done = self._coster.cost(self.read_code(block.pc, pc - block.pc), block.pc)
         retired, retired_cycles = done
-        st.instructions -= block.icount - retired
-        st.cycles -= block.cycles - retired_cycles
+        taken = Unretired(block.icount - retired, block.cycles - retired_cycles)
+        st.instructions -= taken.instructions
+        st.cycles -= taken.cycles
+        return taken
+
+    def give_back(self, taken: Unretired) -> None:
+        """Charge again what `take_back_unretired` took (the block goes on after all)."""
+        st = self.fastpath.state
+        st.instructions += taken.instructions
+        st.cycles += taken.cycles
+
+    def block_ends_at_branch(self) -> bool:
+        """Whether the executing block ends with a control transfer or at a page end, so that
+        a block started anywhere inside it ends at the same place."""
+        st = self.fastpath.state
+        block = st.last_block
+        if block == ffi.NULL:
+            return False
+        end = block.pc + block.size
+        return end % 0x1000 == 0 or self._coster.ends_with_branch(block.paddr)
+
+    def fault_pc(self) -> int:
+        """The faulting instruction's address, inside the fill hook (Unicorn restored it)."""
+        return self.fastpath.state.stop_pc
+
+    def stop_after_fault(self) -> None:
+        """Inside the fill hook, after a fault completed in place: stop the CPU at the
+        faulting instruction instead of going on (`FAULT_DONE_STOP`)."""
+        self.fastpath.state.stop_reason = lib.FP_STOP_FAULT_DONE
+
+    def set_breakpoints(self, addresses: list[int], resume_from: int | None = None) -> None:
+        """Stop before the instruction at any of `addresses`; one at `resume_from` is
+        stepped over by the next run (resuming from it)."""
+        self.fastpath.set_breakpoints(addresses)
+        self.fastpath.state.resume_pc = NEVER if resume_from is None else resume_from
 
     # ---- registers and context ----
 
@@ -207,9 +309,9 @@ class CpuEngine:
         self.uc.reg_write(reg, value)
 
     def syscall_number_and_args(self) -> tuple[int, tuple[int, ...]]:
-        """The pending syscall's number and its six argument registers."""
-        read = self.uc.reg_read
-        return read(self.spec.syscall_nr), tuple(read(r) for r in self.spec.syscall_args)
+        """The pending syscall's number and its six arguments (captured by the C hook)."""
+        st = self.fastpath.state
+        return st.sc_nr, tuple(st.sc_args)
 
     def set_syscall_result(self, value: int) -> None:
         """Store a syscall's return value (negative errno as two's complement)."""
@@ -252,11 +354,23 @@ class CpuEngine:
     # ---- translation caches ----
 
     def flush_tlb(self) -> None:
-        """Drop every cached translation (after permissions were lowered or pages unmapped)."""
-        self.uc.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        """Drop every cached translation (switching address spaces)."""
+        self.fastpath.flush_tlb()
 
-    def flush_code(self) -> None:
-        """Drop translated code and block costs (after code pages were unmapped or replaced)."""
-        self.uc.ctl_flush_tb()
-        self.fastpath.forget_blocks()
-        self._coster.forget()
+    def invalidate_tlb(self, start: int, end: int) -> None:
+        """Drop the cached translations of the running space's pages in [start, end)."""
+        if end - start > lib.FP_FLUSH_CEILING << 12:
+            self.fastpath.flush_tlb()
+        else:
+            self.fastpath.flush_tlb_range(start, end)
+
+    def invalidate_code(self, first_frame: int, count: int = 1) -> None:
+        """Drop translated code and block costs held for frames whose contents change."""
+        self.fastpath.invalidate_code(first_frame, count)
+        self._coster.forget_keys(first_frame << 12, (first_frame + count) << 12)
+
+
+# keep the names the rest of the package imports from here
+__all__ = ["ACCESS_FETCH", "ACCESS_READ", "ACCESS_WRITE", "CpuEngine", "FAULT_DONE",
+           "FAULT_DONE_STOP", "FAULT_STOP", "NEVER", "SYSCALLS_COUNTED", "Stop", "StopKind",
+           "Unretired"]

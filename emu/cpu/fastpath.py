@@ -1,13 +1,15 @@
-"""Python side of the C fast path: its state block and its callbacks (block costing, faults).
+"""Python side of the C fast path: its state block, Unicorn's entry points, the callbacks.
 
-The C module (built by fastpath_build.py) holds the TLB-fill and block hooks;
-here we create its per-engine state, attach the hooks to a Unicorn engine
-through the engine's own libunicorn entry points, and cost blocks the first
-time they execute (capstone: instruction count and cycles).
+The C module (built by fastpath_build.py) holds the TLB-fill, block, system-call and
+interrupt hooks. Here we create its per-engine state, hand it the addresses of the
+libunicorn entry points it calls (so it is never linked against Unicorn), and route its
+three callbacks — cost a new block, handle an inline system call, offer a fault to the
+kernel — to Python.
 """
 from __future__ import annotations
 
 import ctypes
+import sys
 from typing import Callable
 
 try:
@@ -17,74 +19,212 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "emu's C fast path is not built: run `pip install -e .` "
         "(or `python emu/cpu/fastpath_build.py`)") from exc
 
-BlockCoster = Callable[[int, int], tuple[int, int]]
-"""(pc, size) -> (instructions, cycles) for a block seen for the first time."""
+BlockCoster = Callable[[int, int, int], tuple[int, int]]
+"""(pc, paddr, size) -> (instructions, cycles) for a block seen for the first time."""
+
+InlineSyscall = Callable[[], int | None]
+"""Handle the captured system call without stopping the CPU: its result, or None to stop."""
+
+FaultOffer = Callable[[int, int], int]
+"""(vaddr, access) -> 0 stop for the fault, 1 completed (retry the access), 2 completed and
+stop here (the stop reason is set)."""
+
+FAULT_STOP, FAULT_DONE, FAULT_DONE_STOP = 0, 1, 2
+
+_FN_NAMES = ("uc_hook_add", "uc_emu_start", "uc_emu_stop", "uc_reg_read", "uc_reg_write",
+             "uc_reg_read_batch", "tcg_flush_softmmu_tlb_{arch}", "tlb_flush_page_{arch}",
+             "tb_invalidate_phys_range_{arch}")
+_clock_patched: dict[str, bool] = {}
 
 
 @ffi.def_extern()
-def fp_cost_block(handle, pc, size, icount, cycles):  # type: ignore[no-untyped-def]
+def fp_cost_block(handle, pc, paddr, size, icount, cycles):  # type: ignore[no-untyped-def]
     """C callback: cost a new block through the FastPath that owns `handle`."""
     fastpath: FastPath = ffi.from_handle(handle)
     try:
-        n, c = fastpath.cost_block(pc, size)
-    except Exception as exc:  # never let an exception cross the C boundary
-        fastpath.callback_error = exc
+        n, c = fastpath.cost_block(pc, paddr, size)
+    except BaseException as exc:  # never let an exception cross the C boundary
+        fastpath.fail(exc)
         n, c = 1, 1
+        icount[0], cycles[0] = n, c
+        return -1
     icount[0] = n
     cycles[0] = c
     return 0
 
 
 @ffi.def_extern()
-def fp_fault(handle, vaddr, access):  # type: ignore[no-untyped-def]
-    """C callback: let the kernel complete a fault in place (1) or have the CPU stop (0)."""
+def fp_syscall(handle, result):  # type: ignore[no-untyped-def]
+    """C callback: handle an inline system call (1, result stored), or ask for a stop (0)."""
     fastpath: FastPath = ffi.from_handle(handle)
-    if fastpath.on_fault is None or fastpath.callback_error is not None:
+    if fastpath.on_syscall is None or fastpath.callback_error is not None:
         return 0
     try:
-        return 1 if fastpath.on_fault(vaddr, access) else 0
-    except Exception as exc:  # never let an exception cross the C boundary
-        fastpath.callback_error = exc
+        value = fastpath.on_syscall()
+    except BaseException as exc:
+        fastpath.fail(exc)
+        return -1
+    if value is None:
+        return 0
+    result[0] = value
+    return 1
+
+
+@ffi.def_extern()
+def fp_fault(handle, vaddr, access):  # type: ignore[no-untyped-def]
+    """C callback: let the kernel complete a fault without stopping the CPU."""
+    fastpath: FastPath = ffi.from_handle(handle)
+    if fastpath.on_fault is None or fastpath.callback_error is not None:
+        return FAULT_STOP
+    try:
+        return fastpath.on_fault(vaddr, access)
+    except BaseException as exc:
+        fastpath.fail(exc)
+        return FAULT_STOP
+
+
+def _symbol(libunicorn: ctypes.CDLL, name: str) -> int:
+    """Address of an exported libunicorn symbol, or 0."""
+    try:
+        return ctypes.cast(getattr(libunicorn, name), ctypes.c_void_p).value or 0
+    except AttributeError:
         return 0
 
 
-FaultCompleter = Callable[[int, int], bool]
-"""(vaddr, access) -> True when the fault was completed without stopping the CPU."""
+def _patch_unicorn_clock(libunicorn: ctypes.CDLL) -> bool:
+    """Point libunicorn's gettimeofday() at the simulated clock (once per process); False
+    when its relocation cannot be found (then TLB fills may vary with host speed)."""
+    path = getattr(libunicorn, "_name", "")
+    if path in _clock_patched:
+        return _clock_patched[path]
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.relocation import RelocationSection
+
+    offset = None
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            plt = elf.get_section_by_name(".rela.plt")     # a few hundred entries, not .rela.dyn
+            if isinstance(plt, RelocationSection):
+                symbols = elf.get_section(plt["sh_link"])
+                for rel in plt.iter_relocations():
+                    if symbols.get_symbol(rel["r_info_sym"]).name == "gettimeofday":
+                        offset = rel["r_offset"]
+                        break
+    except (OSError, ValueError):
+        offset = None
+    base = lib.fp_object_base(ffi.cast("void *", _symbol(libunicorn, "uc_hook_add")))
+    ok = offset is not None and base != 0 and \
+        lib.fp_patch_clock(ffi.cast("void *", base + offset)) == 0
+    _clock_patched[path] = ok
+    return ok
 
 
 class FastPath:
-    """One engine's fast-path state: TLB fills, faults, instruction and cycle counters."""
+    """One engine's fast-path state: hooks, counters, stop points and Unicorn entry points."""
 
     def __init__(self, cost_block: BlockCoster) -> None:
         """A detached state; `cost_block` prices blocks seen for the first time."""
         self.state = ffi.new("fp_state *")
         self.cost_block = cost_block
-        self.callback_error: Exception | None = None
-        self.on_fault: FaultCompleter | None = None
+        self.callback_error: BaseException | None = None
+        self.on_fault: FaultOffer | None = None
+        self.on_syscall: InlineSyscall | None = None
+        self.clock_is_simulated = False
         self._handle = ffi.new_handle(self)
+        self._fns = ffi.new("void *[]", len(_FN_NAMES))
 
-    def attach(self, uc_handle: int, libunicorn: ctypes.CDLL) -> None:
-        """Install the C hooks on a Unicorn engine (its uc_engine* as an int)."""
-        hook_add = ctypes.cast(libunicorn.uc_hook_add, ctypes.c_void_p).value
-        emu_stop = ctypes.cast(libunicorn.uc_emu_stop, ctypes.c_void_p).value
-        err = lib.fp_attach(ffi.cast("void *", uc_handle), ffi.cast("void *", hook_add),
-                            ffi.cast("void *", emu_stop), self.state, self._handle)
+    def attach(self, uc_handle: int, libunicorn: ctypes.CDLL, arch: str, *, pc_reg: int,
+               syscall_regs: tuple[int, ...], result_reg: int, syscall_insn: int,
+               syscall_intno: int) -> None:
+        """Install the C hooks on a Unicorn engine (its uc_engine* as an int). `syscall_regs`
+        are the number register and the six argument registers; `syscall_insn` the x86
+        syscall instruction id for UC_HOOK_INSN (0 on AArch64), `syscall_intno` the
+        interrupt number of a system call (-1 on x86-64)."""
+        st = self.state
+        for i, name in enumerate(_FN_NAMES):
+            self._fns[i] = ffi.cast("void *", _symbol(libunicorn, name.format(arch=arch)))
+        for required in range(6):
+            if self._fns[required] == ffi.NULL:
+                raise RuntimeError(f"libunicorn lacks {_FN_NAMES[required]}")
+        st.pc_reg = pc_reg
+        st.sc_regs = list(syscall_regs)
+        st.sc_ret_reg = result_reg
+        st.sc_intno = syscall_intno
+        err = lib.fp_attach(st, ffi.cast("void *", uc_handle), self._fns, self._handle,
+                            syscall_insn)
         if err:
             raise RuntimeError(f"uc_hook_add failed for the fast path (uc_err {err})")
+        self.clock_is_simulated = _patch_unicorn_clock(libunicorn)
+
+    def locate_cpu(self) -> bool:
+        """Find the engine's CPUState for page-granular TLB flushes (after the engine's first
+        use); False if not found (every flush then drops the whole TLB)."""
+        st = self.state
+        if st.cpu == ffi.NULL and self._fns[6] != ffi.NULL:
+            st.cpu = lib.fp_find_cpu(st.uc, self._fns[6])
+        return st.cpu != ffi.NULL
+
+    def fail(self, exc: BaseException) -> None:
+        """Remember the first exception a callback raised (re-raised after the run)."""
+        if self.callback_error is None:
+            self.callback_error = exc
+
+    def run(self, begin: int, until: int = 0) -> int:
+        """Execute from `begin` until a hook stops the CPU (or `until` is reached); uc_err."""
+        return lib.fp_run(self.state, begin, until)
 
     def set_page_table(self, table_handle) -> None:  # type: ignore[no-untyped-def]
         """Make the fill hook walk `table_handle` (an fp_pagetable*), or nothing with None."""
-        self.state.pt = table_handle if table_handle is not None else ffi.NULL
+        lib.fp_set_page_table(self.state, table_handle if table_handle is not None else ffi.NULL)
 
-    def complete_faults_with(self, completer: FaultCompleter | None) -> None:
-        """Offer every miss to `completer` before stopping the CPU (None: always stop)."""
-        self.on_fault = completer
-        self.state.inline_faults = 1 if completer is not None else 0
+    def flush_tlb(self) -> None:
+        """Drop every translation Unicorn caches."""
+        lib.fp_tlb_flush(self.state)
+
+    def flush_tlb_range(self, start: int, end: int) -> None:
+        """Drop the cached translations of [start, end)."""
+        lib.fp_tlb_flush_range(self.state, start, end)
+
+    def invalidate_code(self, first_frame: int, count: int = 1) -> None:
+        """Drop translated code and block costs of frames [first_frame, first_frame+count)."""
+        lib.fp_code_invalidate(self.state, first_frame, count)
+
+    def set_breakpoints(self, addresses: list[int]) -> None:
+        """Stop before executing any of `addresses` (at most FP_MAX_BREAKPOINTS)."""
+        if len(addresses) > lib.FP_MAX_BREAKPOINTS:
+            raise ValueError(f"at most {lib.FP_MAX_BREAKPOINTS} breakpoints")
+        st = self.state
+        for i, address in enumerate(addresses):
+            st.breakpoints[i] = address
+        st.n_breakpoints = len(addresses)
+
+    def set_inline_syscalls(self, numbers: list[int]) -> None:
+        """Mark the system calls handled inside the hook (by `on_syscall`)."""
+        st = self.state
+        ffi.memmove(st.inline_ok, bytes(lib.FP_MAX_SYSCALL), lib.FP_MAX_SYSCALL)
+        for nr in numbers:
+            if 0 <= nr < lib.FP_MAX_SYSCALL:
+                st.inline_ok[nr] = 1
+
+    def complete_faults_with(self, offer: FaultOffer | None) -> None:
+        """Offer every refused fill to `offer` before stopping the CPU (None: always stop)."""
+        self.on_fault = offer
+        self.state.inline_faults = 1 if offer is not None else 0
+
+    def syscall_counts(self) -> dict[int, int]:
+        """Calls made so far, by number (those below FP_MAX_SYSCALL)."""
+        counts = self.state.sc_counts
+        return {nr: counts[nr] for nr in range(lib.FP_MAX_SYSCALL) if counts[nr]}
 
     def forget_blocks(self) -> None:
-        """Drop every cached block cost (after code was unmapped or changed)."""
+        """Drop every cached block cost."""
         lib.fp_blocks_clear(self.state)
 
     def release(self) -> None:
         """Free the C-side caches (the engine must no longer run)."""
         lib.fp_state_release(self.state)
+
+
+if sys.byteorder != "little":  # pragma: no cover
+    raise ImportError("emu's fast path assumes a little-endian host")

@@ -27,10 +27,23 @@ uint64_t fp_pt_get_large(const fp_pagetable *pt, uint64_t vpn, unsigned shift);
 int fp_pt_set_large(fp_pagetable *pt, uint64_t vpn, unsigned shift, uint64_t pte);
 uint64_t fp_pt_clear_large(fp_pagetable *pt, uint64_t vpn, unsigned shift);
 uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, uint64_t max);
+void fp_recent_clear(fp_state *st);
 void fp_blocks_clear(fp_state *st);
+uint64_t fp_blocks_forget(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi);
 void fp_state_release(fp_state *st);
-int fp_attach(void *uc, void *hook_add, void *emu_stop, fp_state *st, void *cost_handle);
-extern "Python" int fp_cost_block(void *, uint64_t, uint32_t, uint32_t *, uint32_t *);
+int fp_patch_clock(void *slot);
+uint64_t fp_object_base(void *symbol);
+int fp_attach(fp_state *st, void *uc, void **fns, void *py_handle, int syscall_insn);
+void *fp_find_cpu(void *uc, void *tcg_flush_tlb);
+int fp_run(fp_state *st, uint64_t begin, uint64_t until);
+void fp_tlb_flush(fp_state *st);
+void fp_tlb_flush_range(fp_state *st, uint64_t start, uint64_t end);
+void fp_code_invalidate(fp_state *st, uint64_t first_frame, uint64_t n);
+void fp_set_page_table(fp_state *st, fp_pagetable *pt);
+void fp_tb_invalidate(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi);
+uint64_t fp_translate(fp_state *st, uint64_t vaddr);
+extern "Python" int fp_cost_block(void *, uint64_t, uint64_t, uint32_t, uint32_t *, uint32_t *);
+extern "Python" int fp_syscall(void *, int64_t *);
 extern "Python" int fp_fault(void *, uint64_t, int);
 """
 )

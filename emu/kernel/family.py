@@ -64,7 +64,7 @@ class Family:
         child still gets its own copy of the memory, which POSIX allows)."""
         k = self.kernel
         pp = parent.process
-        child = k.new_process(pp.arch, pp.exe_path, pp.uid)
+        child = k.new_process(pp.arch, pp.exe_path, pp.uid, parent=pp)
         child.gid, child.cwd, child.umask, child.root = pp.gid, pp.cwd, pp.umask, pp.root
         child.fds = pp.fds.clone()
         child.sig = pp.sig.copy_for_fork()          # same dispositions, nothing pending
@@ -123,6 +123,7 @@ class Family:
         thread.clear_child_tid = 0
         sp = k.load_image(proc, image, argv, envp)
         assert sp is not None, "an unlocked image always fits"
+        k.note_exec(proc)
         k.engine.restore_context(k.fresh_context(sp))
         thread.pc = image.entry
         self._release_vfork_parent(proc)

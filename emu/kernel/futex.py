@@ -37,8 +37,8 @@ class FutexTable:
 
     @staticmethod
     def key(proc: Process, addr: int) -> tuple[int, int]:
-        """The queue key of a futex word of `proc`."""
-        return (id(proc.space), addr)
+        """The queue key of a futex word of `proc` (private futexes: the process and address)."""
+        return (proc.pid, addr)
 
     def wait(self, thread: Thread, key: tuple[int, int], bitset: int, state: ThreadState) -> Waiter:
         """Block the running `thread` on `key` in `state` (JOIN or MUTEX)."""

@@ -11,6 +11,9 @@ import os
 import stat
 
 _MAX_SYMLINKS = 40
+OUTSIDE_ROOT_EXE = "/proc/self/exe"
+"""The guest's name for a program that lies outside the guest root (its host path stays
+hidden: runs must not depend on where the binary sits on the host)."""
 
 
 class GuestPathError(OSError):
@@ -62,6 +65,9 @@ class GuestRoot:
             if not parts and name == "proc" and pending[:1] == ["self"] and \
                     pending[1:2] in (["root"], ["cwd"], ["exe"]):    # the guest's, never the host's
                 target = {"root": "/", "cwd": cwd, "exe": exe_path}[pending[1]]
+                if target == OUTSIDE_ROOT_EXE:          # a program outside the root: itself
+                    parts, pending = ["proc", "self", "exe"], pending[2:]
+                    continue
                 pending = [c for c in target.split("/") if c] + pending[2:]
                 continue
             parts.append(name)

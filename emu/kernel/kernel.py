@@ -1,46 +1,47 @@
 """The kernel's run loop: pick a thread, run it, then handle why it stopped.
 
-Guest threads run on the CPU engine until a system call, a fault the fast
-path could not resolve, a CPU exception, or the next scheduling deadline
-(end of the time slice or the next timer). Kernel threads (procnto's
-memory-manager servers) run their Python body when dispatched. The simulated
-clock is the fast path's cycle counter: guest blocks, TLB fills and every
-piece of kernel work are charged to it, and it jumps forward when every
-thread is blocked waiting for a timer or the device.
+Guest threads run on the CPU engine until a system call that needs the kernel, a
+fault the fast path could not resolve, a CPU exception, or the next deadline
+(end of the time slice, the next timer, or a stop point the machine's client
+asked for). Kernel threads (procnto's memory-manager servers) run their Python
+body when dispatched. The simulated clock is the fast path's cycle counter: guest
+blocks, TLB fills and every piece of kernel work are charged to it, and it jumps
+forward when every thread is blocked waiting for a timer or the device.
+
+The kernel builds nothing itself: the machine (emu/machine.py) hands it every
+collaborator. `step` runs one thread until it stops, so a client can stop and
+resume a run between steps.
 """
 from __future__ import annotations
 
 import random
 import signal
-import sys
 
-from emu.cpu.engine import CpuEngine, Stop, StopKind
+from emu.cpu.engine import NEVER, SYSCALLS_COUNTED, CpuEngine, Stop, StopKind
 from emu.errors import EmuError
-from emu.kernel.device import BlockDevice
+from emu.kernel.clock import Clock
 from emu.kernel.faults import FaultEntry
-from emu.kernel.residency import Residency
-from emu.kernel.family import Family
 from emu.kernel.futex import FutexTable
-from emu.kernel.guestfs import GuestRoot
+from emu.kernel.guestfs import OUTSIDE_ROOT_EXE, GuestRoot
+from emu.kernel.io import BackingStore
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
-from emu.kernel.sigdeliver import SignalDelivery, exception_info, fault_info
+from emu.kernel.sigdeliver import exception_info, fault_info
 from emu.kernel.signals import SI_KERNEL, SigInfo, deliverable
-from emu.kernel.syscalls import SyscallContext, SyscallTable
+from emu.kernel.syscalls import Services, SyscallContext, SyscallTable
 from emu.kernel.timers import TimerQueue
+from emu.kernel.waits import Waits
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, Access
 from emu.mm.frames import FrameAllocator, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
-from emu.mm.pagetable import LargePageCounters
-from emu.mm.pager import Pager
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
 from emu.servers.procnto import MemoryManager
-from emu.trace.events import EventBus, EventKind
-from emu.trace.stats import RunStats
+from emu.trace.events import (Diagnostic, EventBus, LargePage, ProcessCreate, ProcessExec,
+                              ProcessExit, Switch, ThreadExit)
 
 _EXCEPTIONS = (StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC)  # SIGILL/TRAP/FPE
 PROCNTO_PID = 1
@@ -50,60 +51,68 @@ LARGE_PAGE_SHIFTS = {"x86_64": (21,), "aarch64": (16, 21)}
 class Kernel:
     """Processes, threads, the scheduler and the loop that runs them on one CPU."""
 
-    def __init__(self, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
-                 root: GuestRoot, profile: Profile, bus: EventBus, stats: RunStats,
-                 insn_limit: int = 0, mm_threads: int = 1, faults_in_place: bool = True,
-                 large_pages: bool = True, seed: int = 0) -> None:
-        """A kernel with procnto (pid 1) and its memory-manager threads, and no guest yet."""
+    def __init__(self, *, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
+                 root: GuestRoot, profile: Profile, clock: Clock, bus: EventBus,
+                 sched: Scheduler, timers: TimerQueue, waits: Waits, futexes: FutexTable,
+                 store: BackingStore, faults: FaultEntry, mm: MemoryManager,
+                 syscalls: SyscallTable, insn_limit: int = 0, large_pages: bool = True,
+                 seed: int = 0) -> None:
+        """A kernel over these collaborators, with no process yet (`start` boots procnto)."""
         self.engine = engine
         self.ram = ram
         self.frames = frames
         self.root = root
         self.profile = profile
         self.costs = profile.kernel
+        self.clock = clock
         self.bus = bus
-        self.stats = stats
-        self.insn_limit = insn_limit
-        self.pager = Pager(ram, frames)
-        self.timers = TimerQueue()
-        self.device = BlockDevice(profile.cycles(profile.read_page_ns),
-                                  profile.cycles(profile.write_page_ns))
-        self.sched = Scheduler(bus, engine.now, profile.time_slice)
-        self.futexes = FutexTable(self.sched)
+        self.sched = sched
+        self.timers = timers
+        self.waits = waits
+        self.futexes = futexes
+        self.store = store
+        self.faults = faults
+        self.mm = mm
+        self.syscalls = syscalls
+        self.insn_limit = insn_limit or NEVER
         # procnto's "v": variable page sizes (2 MiB on x86-64; 64 KiB and 2 MiB on AArch64)
         self.large_shifts = LARGE_PAGE_SHIFTS[engine.spec.name] if large_pages else ()
-        self.large_counters = LargePageCounters()
         for k, shift in enumerate(self.large_shifts):
             engine.fastpath.state.large_shift[k] = shift
-        self.family = Family(self)
-        self.syscalls = SyscallTable.for_arch(engine.spec.name)
         self.processes: list[Process] = []
+        self.services: Services | None = None
+        self.procnto: Process | None = None
         self._next_id = PROCNTO_PID
         self._random = random.Random(seed)
         self._loaded: Thread | None = None      # guest thread whose registers are in the engine
         self._last_run: Thread | None = None
         self._run_start = 0
         self._live_guests = 0
-        self._in_guest = False                  # inside engine.run (a fault completed in place)
-        self.mm = MemoryManager(self.sched, bus, self.timers, self.device, self.pager, self.costs,
-                                engine.now, engine.charge, stats.count_fault,
-                                self._fault_signal)
-        self.residency = Residency(self.pager, engine, self.costs, self.device)
-        self.faults = FaultEntry(self, engine, self.sched, self.mm, self.timers, self.device,
-                                 self.pager, frames, self.costs, bus, stats)
-        if faults_in_place:
-            engine.fastpath.complete_faults_with(self.faults.complete_in_place)
-        self.procnto = self.new_process(engine.spec.name, "procnto", guest=False)
+        self._stop_wanted = False
+        self._running_guest = False             # inside engine.run (a fault completed in place)
+        self.until_cycle = NEVER                # a stop point of the machine's client
+        self.until_instructions = NEVER
+        self.last_stop: Stop | None = None       # the engine stop that ended the last step
+
+    def connect(self, services: Services, signals, family, residency) -> None:  # type: ignore[no-untyped-def]
+        """Hand in the parts that need the kernel themselves (built after it)."""
+        self.services = services
+        self.signals = signals
+        self.family = family
+        self.residency = residency
+        self.faults.bind(self, self._fault_signal)
+
+    def start(self, mm_threads: int) -> None:
+        """Boot procnto (pid 1) with `mm_threads` memory-manager threads waiting in RECEIVE."""
+        self.procnto = self.new_process(self.engine.spec.name, "procnto", guest=False)
+        prio = self.profile.default_priority
         for i in range(mm_threads):
             server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
-                            priority=profile.default_priority,
-                            base_priority=profile.default_priority, body=self.mm.body,
+                            priority=prio, base_priority=prio, body=self.mm.body,
                             name=f"procnto-mm{i}")
             self.procnto.threads.append(server)
             self.sched.admit_blocked(server, ThreadState.RECEIVE)
             self.mm.add_server(server)
-        self.signals = SignalDelivery(engine, self.sched, bus, self.processes, self._end_process,
-                                      self.procnto)
 
     # ---- processes and threads ----
 
@@ -111,15 +120,21 @@ class Kernel:
         ident, self._next_id = self._next_id, self._next_id + 1
         return ident
 
-    def new_process(self, arch: str, exe: str, uid: int = 0, guest: bool = True) -> Process:
+    def new_process(self, arch: str, exe: str, uid: int = 0, guest: bool = True,
+                    parent: Process | None = None) -> Process:
         """A process with an empty address space (a guest one counts until it exits)."""
         self._live_guests += guest
-        space = AddressSpace(self.frames, self._on_translations_removed, self._on_write_back,
-                             self.large_shifts, self.large_counters)
-        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc))
+        space = AddressSpace(self.frames, self._translations_removed, self._written_back,
+                             self.large_shifts, self._large_page)
+        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc),
+                         self.frames, self.engine.invalidate_code)
         proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
-                       exe_path=exe, uid=uid, gid=uid)
+                       exe_path=exe, uid=uid, gid=uid, parent=parent)
+        space.owner = proc.pid
         self.processes.append(proc)
+        if self.bus.wants(ProcessCreate):
+            self.bus.publish(ProcessCreate(self.engine.cycles, proc.pid, 0,
+                                           parent.pid if parent else None, exe))
         return proc
 
     @property
@@ -129,10 +144,12 @@ class Kernel:
 
     def spawn(self, image: ElfImage, argv: list[str], envp: list[str], uid: int,
               lock: bool = False, superlock: bool = False) -> Process:
-        """Create a process running `image` with one thread at its entry point; `lock` and
-        `superlock` apply procnto's -ml / -mL to it before it starts."""
-        exe = self.root.guest_path_of(image.path) or image.path
+        """Create a process running `image` with one thread at its entry point; argv[0]
+        becomes the program's guest path; `lock` and `superlock` apply procnto's -ml / -mL
+        to it before it starts."""
+        exe = self.root.guest_path_of(image.path) or OUTSIDE_ROOT_EXE
         proc = self.new_process(image.arch, exe, uid)
+        argv = [exe, *argv[1:]]             # argv[0] is the guest's name of the program
         if superlock:
             proc.superlocked = proc.lock_future = True
         elif lock:
@@ -151,7 +168,7 @@ class Kernel:
         """Map `image` and a fresh stack into `proc`'s (empty) address space, applying its
         locking state, and build the initial stack; returns the initial SP, or None if the
         locked image did not fit in RAM."""
-        map_image(proc.space, image)
+        map_image(proc.space, image, proc.exe_path)
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
@@ -160,7 +177,13 @@ class Kernel:
             return None
         who = ProcessIdentity(uid=proc.uid, gid=proc.gid, hwcap=self.engine.spec.hwcap,
                               platform=self.engine.spec.platform)
-        return build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, proc.exe_path, who)
+        return build_initial_stack(proc.mem, STACK_TOP, image, argv, envp, proc.exe_path, who,
+                                   self.random_bytes(16))
+
+    def note_exec(self, proc: Process) -> None:
+        """`proc` replaced its image (execve)."""
+        if self.bus.wants(ProcessExec):
+            self.bus.publish(ProcessExec(self.engine.cycles, proc.pid, 0, proc.exe_path))
 
     def add_thread(self, thread: Thread) -> None:
         """Register a new guest thread and make it READY."""
@@ -193,21 +216,13 @@ class Kernel:
                     return thread
         return None
 
-    def futex_wake(self, proc: Process, addr: int, count: int) -> int:
-        """Wake up to `count` threads waiting on `proc`'s futex word at `addr`."""
-        return self.futexes.wake(FutexTable.key(proc, addr), count)
-
     def sleep_until(self, thread: Thread, when: int, rem: int = 0) -> None:
         """Block the running `thread` in NANOSLEEP until the clock reaches `when` (result 0); a
         signal ends it early with EINTR, the time left stored at `rem` if given."""
-        token = self.sched.block(thread, ThreadState.NANOSLEEP)
-
-        def wake() -> None:
-            if self.sched.is_waiting_on(thread, token):     # not killed or interrupted meanwhile
-                self.sched.wake(thread, token, 0)
-        timer = self.timers.at(when, wake)
-        self.signals.waiting(thread, token, lambda: self.signals.end_sleep(
-            thread, token, timer, rem, self.profile.nanoseconds(max(0, when - self.engine.cycles))))
+        wait = self.waits.block_until(thread, when, ThreadState.NANOSLEEP, 0)
+        self.signals.waiting(thread, wait.token, lambda: self.signals.end_sleep(
+            thread, wait.token, wait.timer, rem,
+            self.clock.nanoseconds(max(0, when - self.engine.cycles))))
 
     def fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""
@@ -220,22 +235,38 @@ class Kernel:
         engine.restore_context(saved)
         return context
 
+    def loaded_thread(self) -> Thread | None:
+        """The guest thread whose registers are in the CPU now."""
+        return self._loaded
+
     # ---- the loop ----
 
     def run(self) -> None:
         """Run until every guest process has ended."""
-        while self.live_guests:
-            thread = self.next_thread()
-            if thread is None:
-                if not self.live_guests:        # the last one died of a signal just now
-                    break
-                due = self.timers.next_due()
-                if due is None:
-                    self._deadlock()
-                    break
-                self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
-                continue
-            self.run_thread(thread)
+        while self.step():
+            pass
+
+    def step(self) -> bool:
+        """Run the next thread until it stops (or idle until the next timer); False once every
+        guest process has ended."""
+        if not self.live_guests:
+            return False
+        thread = self.next_thread()
+        if thread is None:
+            if not self.live_guests:        # the last one died of a signal just now
+                return False
+            due = self.timers.next_due()
+            if due is None:
+                self._deadlock()
+                return bool(self.live_guests)
+            if self.until_cycle <= due:     # the client's stop point comes first
+                self.engine.charge(max(0, self.until_cycle - self.engine.cycles))
+                self._stop_wanted = True
+                return True
+            self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
+            return True
+        self.run_thread(thread)
+        return bool(self.live_guests)
 
     def next_thread(self) -> Thread | None:
         """Fire due timers, then dispatch and switch to the thread that runs next; a guest
@@ -244,7 +275,7 @@ class Kernel:
         while (thread := self.sched.dispatch()) is not None:
             self._switch_to(thread)
             if thread.body is None:
-                if self._in_guest:      # a fault completed in place: no signal arrived meanwhile
+                if self._running_guest:     # a fault completed in place: no signal came meanwhile
                     assert not deliverable(thread.sig, thread.process.sig.shared)
                 else:
                     self.signals.deliver(thread)
@@ -255,32 +286,53 @@ class Kernel:
         return None
 
     def run_thread(self, thread: Thread) -> None:
+        """Run one dispatched thread until it stops, and handle why it stopped."""
         if thread.body is not None:
             thread.body(thread)
         else:
-            self._in_guest = True
-            stop = self.engine.run(thread.pc, insn_limit=self.insn_limit,
-                                   deadline=self.deadline(thread))
-            self._in_guest = False
+            self._running_guest = True
+            try:
+                stop = self.engine.run(thread.pc, insn_stop=min(self.insn_limit,
+                                                                self.until_instructions),
+                                       deadline=self.deadline(thread))
+            finally:
+                self._running_guest = False
             thread.pc = stop.pc
+            self.last_stop = stop
             self._handle_stop(thread, stop)
         self.sched.slice_used(thread, self.engine.cycles - self._run_start)
 
     def deadline(self, thread: Thread) -> int:
-        """When the running guest thread must stop: end of its slice or the next timer."""
+        """When the running guest thread must stop: end of its slice, the next timer, or the
+        client's stop point."""
         now = self.engine.cycles
-        deadline = now + max(thread.slice_left, 1)
+        deadline = min(now + max(thread.slice_left, 1), self.until_cycle)
         due = self.timers.next_due()
         return deadline if due is None else min(deadline, max(due, now + 1))
+
+    def request_stop(self) -> None:
+        """Ask the run to stop as soon as possible (between steps, or right after a fault
+        completed in place); `step` returns and the client decides."""
+        self._stop_wanted = True
+
+    def stop_wanted(self) -> bool:
+        """Whether a stop was requested and not yet taken (see `take_stop_request`)."""
+        return self._stop_wanted
+
+    def take_stop_request(self) -> bool:
+        """Whether a stop was requested; clears the request."""
+        wanted, self._stop_wanted = self._stop_wanted, False
+        return wanted
 
     def _switch_to(self, thread: Thread) -> None:
         """Load `thread`'s registers and address space, charging a context switch."""
         if thread is not self._last_run:
             prev = self._last_run
             self.engine.charge(self.costs.context_switch)
-            self.bus.emit(self.engine.cycles, EventKind.SWITCH, thread.process.pid, thread.tid,
-                          from_pid=prev.process.pid if prev else None,
-                          from_tid=prev.tid if prev else None)
+            if self.bus.wants(Switch):
+                self.bus.publish(Switch(self.engine.cycles, thread.process.pid, thread.tid,
+                                        prev.process.pid if prev else None,
+                                        prev.tid if prev else None))
             self._last_run = thread
         if thread.body is not None:
             return
@@ -290,6 +342,7 @@ class Kernel:
                 loaded.context = self.engine.save_context()
             self.engine.restore_context(thread.context)
             if loaded is None or loaded.process is not thread.process:
+                # Unicorn's TLB has no address-space tag: another space means a full flush
                 self.engine.fastpath.set_page_table(thread.process.space.page_table.handle)
                 self.engine.flush_tlb()
             self._loaded = thread
@@ -298,40 +351,63 @@ class Kernel:
             thread.pending_result = None
 
     def _handle_stop(self, thread: Thread, stop: Stop) -> None:
-        if stop.kind is StopKind.SYSCALL:
+        kind = stop.kind
+        if kind is StopKind.SYSCALL:
             self._syscall(thread)
-        elif stop.kind is StopKind.FAULT:
+        elif kind is StopKind.FAULT:
             self.faults.user_fault(thread, stop.fault_vaddr, ACCESS_BY_VALUE[stop.fault_access])
-        elif stop.kind is StopKind.INSN_LIMIT:
-            print(f"emu: instruction limit ({self.insn_limit}) reached at pc {stop.pc:#x}",
-                  file=sys.stderr)
-            self.kill(thread.process, signal.SIGXCPU)
-        elif stop.kind in _EXCEPTIONS:
-            self.signals.force(thread, exception_info(stop.kind, thread.process.arch, stop.pc),
-                               f"emu: {stop.kind.value} at pc {stop.pc:#x} ({stop.detail})")
-        elif stop.kind is StopKind.CPU_ERROR:
-            print(f"emu: {stop.kind.value} at pc {stop.pc:#x} ({stop.detail})", file=sys.stderr)
+        elif kind is StopKind.INSN_LIMIT:
+            if self.engine.instructions >= self.insn_limit:
+                self.diagnose(thread, f"instruction limit ({self.insn_limit}) reached at pc "
+                                      f"{stop.pc:#x}")
+                self.kill(thread.process, signal.SIGXCPU)
+            else:
+                self._stop_wanted = True        # the client's instruction count
+        elif kind is StopKind.BREAKPOINT_PC:
+            self._stop_wanted = True
+        elif kind in _EXCEPTIONS:
+            self.signals.force(thread, exception_info(kind, thread.process.arch, stop.pc),
+                               f"{kind.value} at pc {stop.pc:#x} ({stop.detail})")
+        elif kind is StopKind.CPU_ERROR:
+            self.diagnose(thread, f"{kind.value} at pc {stop.pc:#x} ({stop.detail})")
             self.kill(thread.process, signal.SIGSEGV)
 
     def _syscall(self, thread: Thread) -> None:
-        self.engine.charge(self.costs.syscall)
         nr, args = self.engine.syscall_number_and_args()
         thread.sig.syscall = (nr, args[0])      # to restart it after a signal handler
-        ctx = SyscallContext(proc=thread.process, thread=thread, kernel=self)
-        result = self.syscalls.dispatch(ctx, nr, args)
+        assert self.services is not None
+        ctx = SyscallContext(thread.process, thread, self.services)
+        result = self.syscalls.dispatch(ctx, nr, args, counted=nr < SYSCALLS_COUNTED)
         if result is not None and thread.state is not ThreadState.DEAD:
             self.engine.set_syscall_result(result)
+
+    def inline_syscall(self) -> int | None:
+        """A system call the CPU offers from inside its hook (one marked inline): its result,
+        or None when it needs the kernel outside the CPU after all."""
+        thread = self.sched.current
+        if thread is None or thread.body is not None or self.services is None:
+            return None
+        nr, args = self.engine.syscall_number_and_args()
+        thread.sig.syscall = (nr, args[0])
+        return self.syscalls.dispatch_inline(SyscallContext(thread.process, thread,
+                                                            self.services), nr, args)
 
     def _deadlock(self) -> None:
         blocked = [f"tid {t.tid} {t.state.value}" for p in self.processes if p is not self.procnto
                    for t in p.live_threads()]
-        print(f"emu: deadlock: every guest thread is blocked ({', '.join(blocked)}); killing",
-              file=sys.stderr)
+        self.diagnose(None, f"deadlock: every guest thread is blocked ({', '.join(blocked)}); "
+                            "killing")
         for proc in self.processes:
             if proc is not self.procnto and proc.alive:
                 self.kill(proc, signal.SIGKILL)
 
-    # ---- faults ----
+    def diagnose(self, thread: Thread | None, message: str) -> None:
+        """A line for the user (the CLI shows it on stderr)."""
+        if self.bus.wants(Diagnostic):
+            pid, tid = (thread.process.pid, thread.tid) if thread is not None else (0, 0)
+            self.bus.publish(Diagnostic(self.engine.cycles, pid, tid, message))
+
+    # ---- memory ----
 
     def _fault_signal(self, thread: Thread, signo: int, si_code: int, vaddr: int,
                       access: Access) -> None:
@@ -341,30 +417,25 @@ class Kernel:
         if self.signals.force(thread, info, self.signals.fault_line(thread, info, access)):
             self.sched.wake(thread, thread.wait_token)
 
-    def _on_write_back(self, pages: int) -> None:
+    def _written_back(self, space: AddressSpace, pages: int) -> None:
         """File pages written back at munmap or exit: the device is busy with them (the
         caller does not wait: the writes are queued)."""
-        self.pager.page_cache.pages_written_back += pages
-        self.device.submit(self.engine.cycles, pages=pages, write=True)
+        self.store.submit(space.owner, 0, pages, True, "write_back")
 
-    def memory_counters(self) -> dict[str, int]:
-        """The `mm` section of the stats: frames and the memory manager's counters."""
-        return {"frames_total": self.frames.total, "frames_peak": self.frames.peak,
-                "lazy_allocations": self.pager.lazy_allocations,
-                "locked_pages": self.pager.locked_pages, "cow_copies": self.pager.cow_copies,
-                "msync_pages_written": self.pager.page_cache.msync_pages_written,
-                "pages_written_back": self.pager.page_cache.pages_written_back,
-                "large_pages_formed": self.large_counters.formed,
-                "large_pages_split": self.large_counters.split}
+    def _large_page(self, space: AddressSpace, vaddr: int, size: int, formed: bool) -> None:
+        if self.bus.wants(LargePage):
+            self.bus.publish(LargePage(self.engine.cycles, space.owner, 0, vaddr, size, formed))
 
     def process_of(self, space: AddressSpace) -> Process | None:
         """The process that owns an address space."""
         return next((p for p in self.processes if p.space is space), None)
 
-    def _on_translations_removed(self, code_changed: bool) -> None:
-        if code_changed:
-            self.engine.flush_code()
-        self.engine.flush_tlb()
+    def _translations_removed(self, space: AddressSpace, start: int, end: int) -> None:
+        """Translations of [start, end) in `space` were removed or lowered: drop what the
+        CPU caches of them (only the loaded space has any there)."""
+        loaded = self._loaded
+        if loaded is not None and loaded.process.space is space:
+            self.engine.invalidate_tlb(start, end)
 
     # ---- ending ----
 
@@ -379,20 +450,21 @@ class Kernel:
         if thread.clear_child_tid:
             try:
                 thread.process.mem.write(thread.clear_child_tid, b"\0\0\0\0")
-                self.futex_wake(thread.process, thread.clear_child_tid, 1)
+                self.futexes.wake(FutexTable.key(thread.process, thread.clear_child_tid), 1)
             except Exception:  # an unmapped clear-child-tid word is ignored, as Linux does
                 pass
-        self.bus.emit(self.engine.cycles, EventKind.THREAD_EXIT, thread.process.pid, thread.tid,
-                      code=code)
+        if self.bus.wants(ThreadExit):
+            self.bus.publish(ThreadExit(self.engine.cycles, thread.process.pid, thread.tid, code))
         self.sched.kill(thread)
         if not thread.process.live_threads():
-            self._end_process(thread.process, ExitStatus(code=code))
+            self.end_process(thread.process, ExitStatus(code=code))
 
     def exit_group(self, proc: Process, code: int) -> None:
         """End every thread of `proc`."""
-        self._end_process(proc, ExitStatus(code=code))
+        self.end_process(proc, ExitStatus(code=code))
 
-    def _end_process(self, proc: Process, status: ExitStatus) -> None:
+    def end_process(self, proc: Process, status: ExitStatus) -> None:
+        """`proc` ends with `status`: its threads die, its memory and descriptors go."""
         if not proc.alive:
             return
         proc.exit = status
@@ -402,6 +474,9 @@ class Kernel:
         self.futexes.forget(proc)
         proc.space.release_all()
         proc.fds.close_all()
+        if self.bus.wants(ProcessExit):
+            self.bus.publish(ProcessExit(self.engine.cycles, proc.pid, 0, status.shell_code,
+                                         status.signal))
         self.family.on_exit(proc)
 
     # ---- services for system calls ----
@@ -414,10 +489,12 @@ class Kernel:
         """The running thread's TLS register."""
         return self.engine.reg_read(self.engine.spec.tls)
 
-    def now_ns(self) -> int:
-        """Simulated nanoseconds since boot."""
-        return self.profile.nanoseconds(self.engine.cycles)
+    @property
+    def default_priority(self) -> int:
+        """The priority of a new process's first thread (the profile's)."""
+        return self.profile.default_priority
 
     def random_bytes(self, n: int) -> bytes:
-        """Reproducible pseudo-random bytes."""
+        """Reproducible pseudo-random bytes (from the run's seed)."""
         return self._random.randbytes(n)
+

@@ -16,7 +16,8 @@ from collections import deque
 from typing import Callable
 
 from emu.kernel.process import BLOCKED_STATES, SchedPolicy, Thread, ThreadState
-from emu.trace.events import Event, EventBus, EventKind
+from emu.trace.events import (EventBus, Preempt, PriorityChange, SchedParams, StateChange,
+                              ThreadCreate)
 
 MIN_PRIORITY, MAX_PRIORITY = 1, 255
 
@@ -45,8 +46,8 @@ class Scheduler:
         elif new is ThreadState.RUNNING:
             thread.running_since = now
         thread.state = new
-        self.bus.publish(Event(now, EventKind.STATE, thread.process.pid, thread.tid,
-                               {"from": old, "to": new}))
+        if self.bus.wants(StateChange):
+            self.bus.publish(StateChange(now, thread.process.pid, thread.tid, old, new))
 
     def cpu_time(self, thread: Thread) -> int:
         """Cycles `thread` has spent RUNNING so far."""
@@ -59,8 +60,7 @@ class Scheduler:
         """A new thread starts READY at the end of its queue, with a fresh slice."""
         thread.slice_left = self.time_slice
         thread.state = ThreadState.READY
-        self.bus.emit(self.now(), EventKind.THREAD_CREATE, thread.process.pid, thread.tid,
-                      state=ThreadState.READY, priority=thread.priority, name=thread.name)
+        self._created(thread)
         self._queue(thread.priority).append(thread)
         cur = self.current
         if cur is not None and thread.priority > cur.priority:
@@ -72,9 +72,14 @@ class Scheduler:
         token = object()
         thread.wait_token = token
         thread.state = state
-        self.bus.emit(self.now(), EventKind.THREAD_CREATE, thread.process.pid, thread.tid,
-                      state=state, priority=thread.priority, name=thread.name)
+        self._created(thread)
         return token
+
+    def _created(self, thread: Thread) -> None:
+        if self.bus.wants(ThreadCreate):
+            self.bus.publish(ThreadCreate(self.now(), thread.process.pid, thread.tid,
+                                          thread.state, thread.priority, thread.policy.name,
+                                          thread.name))
 
     def wake(self, thread: Thread, token: object, result: int | None = None) -> None:
         """End `thread`'s wait identified by `token` (exactly once); it joins the end of its queue."""
@@ -106,7 +111,8 @@ class Scheduler:
         assert thread is self.current
         self.current = None
         self.preemptions += 1
-        self.bus.emit(self.now(), EventKind.PREEMPT, thread.process.pid, thread.tid, reason=reason)
+        if self.bus.wants(Preempt):
+            self.bus.publish(Preempt(self.now(), thread.process.pid, thread.tid, reason))
         if reason == "slice":
             thread.slice_left = self.time_slice
         self._enqueue(thread, head=reason == "priority")
@@ -182,11 +188,24 @@ class Scheduler:
                 return True
         return False
 
-    def set_priority(self, thread: Thread, priority: int) -> None:
-        """Change a thread's priority, re-queueing it (end of the new queue) if it is ready."""
+    def set_params(self, thread: Thread, policy: SchedPolicy, priority: int) -> None:
+        """Set a thread's own policy and (base) priority; it runs at that priority now."""
+        thread.policy = policy
+        thread.base_priority = priority
+        if self.bus.wants(SchedParams):
+            self.bus.publish(SchedParams(self.now(), thread.process.pid, thread.tid,
+                                         policy.name, priority))
+        self.set_priority(thread, priority, "set")
+
+    def set_priority(self, thread: Thread, priority: int, reason: str = "set") -> None:
+        """Change a thread's current priority (`reason`: "inherit", "restore" or "set"),
+        re-queueing it (end of the new queue) if it is ready."""
         assert MIN_PRIORITY <= priority <= MAX_PRIORITY
         if thread.priority == priority:
             return
+        if self.bus.wants(PriorityChange):
+            self.bus.publish(PriorityChange(self.now(), thread.process.pid, thread.tid,
+                                            thread.priority, priority, reason))
         if thread.state is ThreadState.READY:
             self._queues[thread.priority].remove(thread)
             thread.priority = priority

@@ -23,7 +23,6 @@ import contextlib
 import errno
 import signal
 import struct
-import sys
 from collections.abc import Callable
 
 from emu.cpu.engine import CpuEngine, StopKind
@@ -42,7 +41,7 @@ from emu.mm.frames import PAGE_SIZE
 from emu.mm.objects import AnonymousMemory
 from emu.mm.uaccess import BadAddress
 from emu.mm.vmspace import PROT_EXEC, PROT_READ, STACK_TOP, Mapping, Share
-from emu.trace.events import EventBus, EventKind
+from emu.trace.events import Diagnostic, EventBus, SignalAction
 from emu.trace.stats import signal_name
 
 SIGPAGE = STACK_TOP             # AArch64 sigreturn trampoline page, just above the stack
@@ -141,9 +140,10 @@ class SignalDelivery:
         return True
 
     def terminate(self, proc: Process, info: SigInfo, thread: Thread, why: str = "") -> None:
-        """`proc` dies by `info`'s signal (its default action), after `why` goes to stderr."""
+        """`proc` dies by `info`'s signal (its default action), after `why` goes to the user
+        (a Diagnostic event)."""
         if why:
-            print(why, file=sys.stderr)
+            self._diagnose(thread, why)
         self._event(thread, info, "default")
         self.end_process(proc, ExitStatus(signal=info.signo))
 
@@ -151,7 +151,7 @@ class SignalDelivery:
     def fault_line(thread: Thread, info: SigInfo, access: Access) -> str:
         """The stderr line of a process killed by a memory fault."""
         code = SI_CODE_NAMES.get((info.signo, info.code), info.code)
-        return (f"emu: pid {thread.process.pid} tid {thread.tid}: {signal_name(info.signo)} "
+        return (f"pid {thread.process.pid} tid {thread.tid}: {signal_name(info.signo)} "
                 f"({code}: {access.name.lower()} at {info.addr:#x}, pc {thread.pc:#x})")
 
     # ---- interruptible waits ----
@@ -319,7 +319,7 @@ class SignalDelivery:
     def _setup_failed(self, thread: Thread, info: SigInfo, why: str) -> bool:
         """No frame could be built: the process dies with SIGSEGV, as Linux's force_sigsegv."""
         self.terminate(thread.process, SigInfo(signal.SIGSEGV, SI_KERNEL), thread,
-                       f"emu: pid {thread.process.pid} tid {thread.tid}: cannot deliver "
+                       f"pid {thread.process.pid} tid {thread.tid}: cannot deliver "
                        f"{signal_name(info.signo)} ({why}): SIGSEGV")
         return False
 
@@ -347,7 +347,7 @@ class SignalDelivery:
             restored = self.frames.parse(self.frames.frame_for_sigreturn(sp), proc.mem.read)
         except (BadFrame, BadAddress) as exc:
             info = SigInfo(signal.SIGSEGV, SI_KERNEL)
-            self.force(thread, info, f"emu: pid {proc.pid} tid {thread.tid}: rt_sigreturn: "
+            self.force(thread, info, f"pid {proc.pid} tid {thread.tid}: rt_sigreturn: "
                                      f"bad signal frame at sp {sp:#x} ({exc}): SIGSEGV")
             return
         self.engine.write_registers(restored.regs)
@@ -365,10 +365,16 @@ class SignalDelivery:
                 and default_action(info.signo) is Default.STOP \
                 and info.signo not in proc.sig.stop_noted:
             proc.sig.stop_noted.add(info.signo)
-            print(f"emu: pid {proc.pid}: {signal_name(info.signo)} would stop the process; "
-                  "emu does not stop processes, so it is ignored", file=sys.stderr)
+            self._diagnose(thread, f"pid {proc.pid}: {signal_name(info.signo)} would stop the "
+                                   "process; emu does not stop processes, so it is ignored")
         self._event(thread, info, "ignore")
 
     def _event(self, thread: Thread, info: SigInfo, action: str) -> None:
-        self.bus.emit(self.engine.cycles, EventKind.SIGNAL, thread.process.pid, thread.tid,
-                      signal=info.signo, code=info.code, vaddr=info.addr, action=action)
+        if self.bus.wants(SignalAction):
+            self.bus.publish(SignalAction(self.engine.cycles, thread.process.pid, thread.tid,
+                                          info.signo, info.code, info.addr, action))
+
+    def _diagnose(self, thread: Thread, message: str) -> None:
+        if self.bus.wants(Diagnostic):
+            self.bus.publish(Diagnostic(self.engine.cycles, thread.process.pid, thread.tid,
+                                        message))

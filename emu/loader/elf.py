@@ -110,8 +110,9 @@ def _parse(path: str, elf: ELFFile, file_size: int) -> ElfImage:
                     segments=tuple(segments), load_bias=bias)
 
 
-def map_image(space: AddressSpace, image: ElfImage) -> None:
-    """Create the image's mappings (demand-paged from the file) and set the initial brk.
+def map_image(space: AddressSpace, image: ElfImage, name: str) -> None:
+    """Create the image's mappings (demand-paged from the file, named `name`: the program's
+    guest path) and set the initial brk.
 
     A page covered by two segments gets one mapping with both segments' bytes
     and the union of their permissions.
@@ -140,7 +141,7 @@ def map_image(space: AddressSpace, image: ElfImage) -> None:
             chunks = _merge([FileChunk(c.object_offset + p - start, c.file_offset, c.length)
                              for p in run for c in pages[p][1]])
             space.insert(Mapping(start, run[-1] + PAGE_SIZE, prot, Share.PRIVATE,
-                                 FileImage(fd, image.path, chunks), 0, image.path))
+                                 FileImage(fd, name, chunks), 0, name))
     finally:
         os.close(fd)
     space.brk_start = space.brk = max(pages) + PAGE_SIZE

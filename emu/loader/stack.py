@@ -1,7 +1,6 @@
 """The initial process stack: argc, argv, envp and the auxiliary vector (System V ABI)."""
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -26,8 +25,11 @@ class ProcessIdentity:
 
 
 def build_initial_stack(mem: UserMemory, stack_top: int, image: ElfImage, argv: list[str],
-                        envp: list[str], execfn: str, who: ProcessIdentity) -> int:
-    """Write argv, envp, auxv and their strings below `stack_top`; returns the initial SP."""
+                        envp: list[str], execfn: str, who: ProcessIdentity,
+                        random16: bytes) -> int:
+    """Write argv, envp, auxv and their strings below `stack_top` (AT_RANDOM pointing at
+    `random16`, the run's seeded bytes); returns the initial SP."""
+    assert len(random16) == 16, "AT_RANDOM is 16 bytes"
     sp = stack_top
 
     def push_bytes(data: bytes) -> int:
@@ -40,8 +42,7 @@ def build_initial_stack(mem: UserMemory, stack_top: int, image: ElfImage, argv: 
     env_addrs = [push_bytes(e.encode() + b"\0") for e in reversed(envp)][::-1]
     arg_addrs = [push_bytes(a.encode() + b"\0") for a in reversed(argv)][::-1]
     platform_addr = push_bytes(who.platform.encode() + b"\0")
-    # AT_RANDOM: 16 bytes, fixed per program so that runs are reproducible
-    random_addr = push_bytes(hashlib.sha256(b"emu AT_RANDOM " + execfn.encode()).digest()[:16])
+    random_addr = push_bytes(random16)      # from the run's --seed: reproducible
     auxv = [
         (AT_PHDR, image.phdr_vaddr), (AT_PHENT, image.phentsize), (AT_PHNUM, image.phnum),
         (AT_PAGESZ, who.page_size), (AT_BASE, 0), (AT_FLAGS, 0), (AT_ENTRY, image.entry),

@@ -1,9 +1,14 @@
 """Fault resolution: decide what a fault the fast path could not resolve needs.
 
-`resolve_fault` never blocks and never changes memory. It returns one of:
-RESOLVED (the translation is already there: retry), NEEDS_PAGER (a
-`PageRequest` for the memory-manager to carry out), or SIGNAL (the thread
-gets SIGSEGV or SIGBUS).
+`resolve_fault` never blocks and never changes memory (Zircon's PageRequest style).
+It returns one of three distinct cases:
+
+- `Resolved(cause)`: the translation is already there (retry the access);
+- `NeedsPage(request)`: a `PageRequest` for the pager to carry out — perhaps after
+  the backing store was read (`request.needs_read`); the caller waits, then retries;
+- `Deliver(signal, code, addr)`: the thread gets SIGSEGV or SIGBUS.
+
+The pager's `service` answers with the same kind of result (`Resolved` or `Deliver`).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import enum
 import signal
 from dataclasses import dataclass
 
+from emu.cpu.fastpath import lib
 from emu.mm.frames import PAGE_SHIFT
 from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Mapping, Share
 
@@ -30,6 +36,8 @@ class Access(enum.IntEnum):
 
 _ACCESS_PROT = {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}
 ACCESS_BY_VALUE = {a.value: a for a in Access}
+assert (Access.READ, Access.WRITE, Access.FETCH) == (
+    lib.FP_ACCESS_READ, lib.FP_ACCESS_WRITE, lib.FP_ACCESS_FETCH), "fastpath.h disagrees"
 
 
 class FaultCause(enum.Enum):
@@ -46,14 +54,6 @@ class FaultCause(enum.Enum):
     SPURIOUS = "spurious"           # translation already present (another fault fixed it)
 
 
-class Outcome(enum.Enum):
-    """What the fault resolver decided."""
-
-    RESOLVED = "resolved"
-    NEEDS_PAGER = "needs_pager"
-    SIGNAL = "signal"
-
-
 # si_code values (Linux asm-generic/siginfo.h)
 SEGV_MAPERR = 1
 SEGV_ACCERR = 2
@@ -63,7 +63,7 @@ SI_CODE_NAMES = {(signal.SIGSEGV, SEGV_MAPERR): "SEGV_MAPERR", (signal.SIGSEGV, 
                  (signal.SIGBUS, BUS_ADRERR): "BUS_ADRERR", (signal.SIGBUS, BUS_OBJERR): "BUS_OBJERR"}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PageRequest:
     """Work for the pager: make the page at `vaddr` of `mapping` present."""
 
@@ -74,32 +74,54 @@ class PageRequest:
     needs_read: bool = False        # the page must first be read from the backing store
 
 
-@dataclass(slots=True)
-class FaultResolution:
-    """The resolver's verdict on one fault."""
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Nothing (more) to do: the page is there with the access allowed; `cause` says what
+    made it so (SPURIOUS: another fault had fixed it already)."""
 
-    outcome: Outcome
     cause: FaultCause
-    request: PageRequest | None = None
-    signal: int = 0
-    si_code: int = 0
 
 
-def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResolution:
+@dataclass(frozen=True, slots=True)
+class NeedsPage:
+    """The pager must make the page present (after a read from the backing store if
+    `request.needs_read`)."""
+
+    request: PageRequest
+
+    @property
+    def cause(self) -> FaultCause:
+        """What kind of page work it is."""
+        return self.request.cause
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """The fault cannot be resolved: the thread gets `signal` with `code`, at `addr`."""
+
+    signal: int
+    code: int
+    addr: int
+    cause: FaultCause
+
+
+Resolution = Resolved | NeedsPage | Deliver
+"""What the resolver decided."""
+
+
+def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> Resolution:
     """Decide what the fault at `vaddr` needs; never blocks, never changes memory."""
     mapping = space.find(vaddr)
     if mapping is None:
-        return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
-                               signal=signal.SIGSEGV, si_code=SEGV_MAPERR)
+        return Deliver(signal.SIGSEGV, SEGV_MAPERR, vaddr, FaultCause.SIGSEGV)
     if not mapping.prot & access.prot:
-        return FaultResolution(Outcome.SIGNAL, FaultCause.SIGSEGV,
-                               signal=signal.SIGSEGV, si_code=SEGV_ACCERR)
+        return Deliver(signal.SIGSEGV, SEGV_ACCERR, vaddr, FaultCause.SIGSEGV)
     pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
     obj = mapping.obj
     needs_read = False
     if pte is not None:
         if pte.perms & access.prot:
-            return FaultResolution(Outcome.RESOLVED, FaultCause.SPURIOUS)
+            return Resolved(FaultCause.SPURIOUS)
         # present but read-only in a writable mapping: the page's first write — a private
         # mapping whose frame is shared (with the page cache, or after fork) gets its own copy
         shared = mapping.share is Share.PRIVATE and space.frame_shared(pte.frame)
@@ -107,8 +129,7 @@ def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResol
     elif obj.cached:
         offset = mapping.object_offset(vaddr)
         if offset >= obj.file.size:                 # wholly past the end of the file
-            return FaultResolution(Outcome.SIGNAL, FaultCause.SIGBUS,
-                                   signal=signal.SIGBUS, si_code=BUS_ADRERR)
+            return Deliver(signal.SIGBUS, BUS_ADRERR, vaddr, FaultCause.SIGBUS)
         needs_read = not obj.file.is_cached(offset >> PAGE_SHIFT)
         if mapping.share is Share.PRIVATE and access is Access.WRITE:
             cause = FaultCause.COW
@@ -118,8 +139,7 @@ def resolve_fault(space: AddressSpace, vaddr: int, access: Access) -> FaultResol
         cause, needs_read = FaultCause.PAGE_IN, True
     else:
         cause = FaultCause.LAZY_ALLOC if mapping.lazy else FaultCause.ZERO_FILL
-    return FaultResolution(Outcome.NEEDS_PAGER, cause,
-                           request=PageRequest(vaddr, access, mapping, cause, needs_read))
+    return NeedsPage(PageRequest(vaddr, access, mapping, cause, needs_read))
 
 
 def initial_perms(mapping: Mapping, access: Access) -> tuple[int, bool]:

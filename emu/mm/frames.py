@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 from array import array
+from typing import Callable
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -69,6 +70,10 @@ class FrameAllocator:
         self._hint = 0              # no free frame below this one
         self.peak = 0
         self.reserved = 0           # free frames promised to committed mappings
+        # frames ever mapped executable since they were last allocated: the CPU may hold
+        # translated code of them, which must go before their contents change
+        self._code = bytearray(total_frames)
+        self.on_code_freed: Callable[[int], None] | None = None
 
     @property
     def in_use(self) -> int:
@@ -136,12 +141,25 @@ class FrameAllocator:
         self._refcount[frame] += 1
         return frame
 
+    def mark_code(self, frame: int) -> None:
+        """`frame` is being mapped executable: the CPU may translate code from it."""
+        self._code[frame] = 1
+
+    def is_code(self, frame: int) -> bool:
+        """Whether `frame` may hold translated code (it was mapped executable)."""
+        return bool(self._code[frame])
+
     def release(self, frame: int) -> bool:
-        """Drop one reference; returns True when the frame became free."""
+        """Drop one reference; returns True when the frame became free (its translated
+        code, if any, is dropped first through `on_code_freed`)."""
         count = self._refcount[frame]
         assert count > 0, f"releasing free frame {frame}"
         self._refcount[frame] = count - 1
         if count == 1:
+            if self._code[frame]:
+                self._code[frame] = 0
+                if self.on_code_freed is not None:
+                    self.on_code_freed(frame)
             self._free_map[frame] = 1
             self._free_count += 1
             self._hint = min(self._hint, frame)

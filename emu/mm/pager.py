@@ -1,14 +1,17 @@
 """The pager: carries out page requests (allocate, fill, map). Policy stays in fault.py.
 
 In the microkernel it runs in the memory-manager server's context; here it is
-plain mechanism that either completes a request or reports that it cannot.
+plain mechanism that completes a request (`Resolved`) or reports that it cannot
+(`Deliver` SIGBUS: no frame left). `serve` is the one fault step every caller uses:
+procnto's servers, kernel copy-in/out and residency (mlock & co).
 """
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
 
-from emu.mm.fault import BUS_OBJERR, Access, FaultCause, PageRequest, initial_perms, resolve_fault
+from emu.mm.fault import (BUS_OBJERR, Access, Deliver, FaultCause, NeedsPage, PageRequest,
+                          Resolved, initial_perms, resolve_fault)
 from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.pagetable import Pte
 from emu.mm.pagecache import PageCache
@@ -25,13 +28,20 @@ class Population:
     failed: bool = False
 
 
-@dataclass(slots=True)
-class PagerResult:
-    """What servicing a request did: `signal` is 0 on success."""
+@dataclass(frozen=True, slots=True)
+class PageIn:
+    """The fault needs the backing store first: read, wait for the device, then serve again
+    with `after_read`."""
 
-    cause: FaultCause
-    signal: int = 0
-    si_code: int = 0
+    request: PageRequest
+
+
+ServeStep = Resolved | Deliver | PageIn
+"""One step of serving a fault: done, a signal, or a read to wait for."""
+
+
+def _no_frame(vaddr: int) -> Deliver:
+    return Deliver(signal.SIGBUS, BUS_OBJERR, vaddr, FaultCause.SIGBUS)
 
 
 def work_cycles(cause: FaultCause, costs: KernelCosts) -> int:
@@ -46,16 +56,25 @@ def work_cycles(cause: FaultCause, costs: KernelCosts) -> int:
 class Pager:
     """Makes pages present: frames from the allocator, contents from the memory object."""
 
-    def __init__(self, ram: PhysicalMemory, frames: FrameAllocator) -> None:
-        """A pager over one machine's RAM and frames."""
+    def __init__(self, ram: PhysicalMemory, frames: FrameAllocator, page_cache: PageCache) -> None:
+        """A pager over one machine's RAM, frames and page cache."""
         self.ram = ram
         self.frames = frames
-        self.lazy_allocations = 0
-        self.cow_copies = 0
-        self.page_cache = PageCache(frames, ram)
-        self.locked_pages = 0           # pages made resident by locking (mlock & co)
+        self.page_cache = page_cache
 
-    def service(self, space: AddressSpace, request: PageRequest) -> PagerResult:
+    def serve(self, space: AddressSpace, vaddr: int, access: Access,
+              after_read: bool = False) -> ServeStep:
+        """Resolve the fault at `vaddr` and carry out what it needs, unless that is a read
+        from the backing store not yet waited for (`PageIn`: wait, then call again with
+        `after_read`; the page or the mapping may have changed meanwhile)."""
+        verdict = resolve_fault(space, vaddr, access)
+        if isinstance(verdict, NeedsPage):
+            if verdict.request.needs_read and not after_read:
+                return PageIn(verdict.request)
+            return self.service(space, verdict.request)
+        return verdict
+
+    def service(self, space: AddressSpace, request: PageRequest) -> Resolved | Deliver:
         """Carry out a request: mark a page written (write tracking), or give it a frame
         (from the mapping's commitment, or a fresh one for lazy and file pages), fill it
         and map it with the permissions `initial_perms` decides."""
@@ -69,7 +88,7 @@ class Pager:
             if obj.cached and mapping.share is Share.SHARED:
                 obj.file.dirty.add(mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
             space.try_coalesce(request.vaddr)
-            return PagerResult(request.cause)
+            return Resolved(request.cause)
         if request.cause is FaultCause.COW:
             return self._copy_on_write(space, request)
         assert space.page_table.lookup(vpn) is None, f"page {request.vaddr:#x} is already present"
@@ -80,33 +99,31 @@ class Pager:
             if frame is None:
                 frame = self.frames.allocate(reserved=mapping.commits)
         except OutOfFrames:
-            return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
-        if request.cause is FaultCause.LAZY_ALLOC:
-            self.lazy_allocations += 1
+            return _no_frame(request.vaddr)
         self.ram.zero_frame(frame)
         base = frame << PAGE_SHIFT
         mapping.obj.fill(mapping.object_offset(request.vaddr), self.ram.view[base:base + PAGE_SIZE])
         perms, modified = initial_perms(mapping, request.access)
         space.page_table.map(vpn, Pte(frame=frame, perms=perms, modified=modified))
         space.try_coalesce(request.vaddr)
-        return PagerResult(request.cause)
+        return Resolved(request.cause)
 
-    def _map_cached(self, space: AddressSpace, request: PageRequest) -> PagerResult:
+    def _map_cached(self, space: AddressSpace, request: PageRequest) -> Resolved | Deliver:
         """Map the page cache's frame for the page (read from the file if not cached)."""
         mapping = request.mapping
         index = mapping.object_offset(request.vaddr) >> PAGE_SHIFT
         try:
             frame = self.frames.share(mapping.obj.file.frame(index))
         except OutOfFrames:
-            return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
+            return _no_frame(request.vaddr)
         perms, modified = initial_perms(mapping, request.access)
         if modified:                     # only shared mappings get here by a write
             mapping.obj.file.dirty.add(index)
         space.page_table.map(request.vaddr >> PAGE_SHIFT, Pte(frame=frame, perms=perms,
                                                               modified=modified))
-        return PagerResult(request.cause)
+        return Resolved(request.cause)
 
-    def _copy_on_write(self, space: AddressSpace, request: PageRequest) -> PagerResult:
+    def _copy_on_write(self, space: AddressSpace, request: PageRequest) -> Resolved | Deliver:
         """Give a private mapping its own copy of a page it shares with the page cache."""
         mapping = request.mapping
         vpn = request.vaddr >> PAGE_SHIFT
@@ -116,13 +133,12 @@ class Pager:
                 mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
             frame = self.frames.allocate()      # copies are not committed: none is reserved
         except OutOfFrames:
-            return PagerResult(FaultCause.SIGBUS, signal=signal.SIGBUS, si_code=BUS_OBJERR)
+            return _no_frame(request.vaddr)
         self.ram.copy_frame(frame, source)
         if old is not None:
             self.frames.release(old.frame)
         space.page_table.map(vpn, Pte(frame=frame, perms=mapping.prot, modified=True))
-        self.cow_copies += 1
-        return PagerResult(request.cause)
+        return Resolved(request.cause)
 
     def populate(self, space: AddressSpace, start: int, end: int, final: bool) -> Population:
         """Make every accessible page of [start, end) resident, deciding each page as a first
@@ -139,12 +155,14 @@ class Pager:
                 pte = space.page_table.lookup(vaddr >> PAGE_SHIFT)
                 if pte is not None and (not writable or pte.perms & PROT_WRITE):
                     continue
-                verdict = resolve_fault(space, vaddr, access)
-                assert verdict.request is not None, f"cannot populate {vaddr:#x}: {verdict}"
-                done.reads += verdict.request.needs_read
-                result = self.service(space, verdict.request)
-                if result.signal:
+                step = self.serve(space, vaddr, access)
+                if isinstance(step, PageIn):        # read in line: the caller waits for it
+                    done.reads += 1
+                    step = self.serve(space, vaddr, access, after_read=True)
+                assert not isinstance(step, PageIn)
+                if isinstance(step, Deliver):
+                    assert step.cause is FaultCause.SIGBUS, f"cannot populate {vaddr:#x}: {step}"
                     done.failed = True
                     return done
-                done.causes.append(result.cause)
+                done.causes.append(step.cause)
         return done

@@ -5,8 +5,7 @@ calling Python; this class is the only Python code that touches it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from emu.cpu.fastpath import ffi, lib
 from emu.mm.frames import PAGE_SHIFT
@@ -18,6 +17,12 @@ PTE_VALID = lib.FP_PTE_VALID
 PTE_MODIFIED = lib.FP_PTE_MODIFIED
 PTE_PERMS = PTE_READ | PTE_WRITE | PTE_EXEC
 _ADDR_MASK = 0x000FFFFFFFFFF000
+assert _ADDR_MASK == lib.FP_PTE_ADDR_MASK, "fastpath.h disagrees"
+
+LargePageHook = Callable[[int, int, bool], None]
+"""(vaddr, size, formed): a large page formed (True) or was split back (False)."""
+CodeMark = Callable[[int], None]
+"""frame -> None: the frame is being mapped executable (it may hold translated code)."""
 
 
 class Pte(NamedTuple):
@@ -41,14 +46,6 @@ def decode(raw: int) -> Pte | None:
                modified=bool(raw & PTE_MODIFIED))
 
 
-@dataclass
-class LargePageCounters:
-    """Large pages formed and split, over every page table of a machine."""
-
-    formed: int = 0
-    split: int = 0
-
-
 class PageTable:
     """One address space's virtual-page → frame translations, small and large.
 
@@ -60,14 +57,18 @@ class PageTable:
     """
 
     def __init__(self, large_shifts: tuple[int, ...] = (),
-                 counters: LargePageCounters | None = None) -> None:
-        """An empty table that may hold large entries of the given page-size shifts."""
+                 on_large_page: LargePageHook | None = None,
+                 mark_code: CodeMark | None = None) -> None:
+        """An empty table that may hold large entries of the given page-size shifts;
+        `on_large_page` hears of large pages formed and split, `mark_code` of frames mapped
+        executable."""
         handle = lib.fp_pt_new()
         if handle == ffi.NULL:
             raise MemoryError("cannot allocate a page table")
         self.handle = ffi.gc(handle, lib.fp_pt_free)
         self.large_shifts = large_shifts
-        self.counters = counters if counters is not None else LargePageCounters()
+        self._on_large_page = on_large_page
+        self._mark_code = mark_code
         self._large: dict[int, int] = {}       # first vpn of each large entry -> its shift
 
     def lookup(self, vpn: int) -> Pte | None:
@@ -97,6 +98,8 @@ class PageTable:
         """Install (or replace) the entry for `vpn`."""
         if self._large:
             self._split(vpn)
+        if pte.perms & PTE_EXEC and self._mark_code is not None:
+            self._mark_code(pte.frame)
         if lib.fp_pt_set(self.handle, vpn, pte.encode()) != 0:
             raise MemoryError("page table full")
 
@@ -138,7 +141,8 @@ class PageTable:
         if lib.fp_pt_set_large(self.handle, base, shift, pte.encode()) != 0:
             raise MemoryError("page table full")
         self._large[base] = shift
-        self.counters.formed += 1
+        if self._on_large_page is not None:
+            self._on_large_page(base << PAGE_SHIFT, 1 << shift, True)
 
     def _absorb(self, vpn: int) -> None:
         """Drop a smaller large entry at `vpn` that a larger one is taking over."""
@@ -159,7 +163,8 @@ class PageTable:
         for i in range(1 << (shift - PAGE_SHIFT)):
             if lib.fp_pt_set(self.handle, base + i, pte._replace(frame=pte.frame + i).encode()):
                 raise MemoryError("page table full")
-        self.counters.split += 1
+        if self._on_large_page is not None:
+            self._on_large_page(base << PAGE_SHIFT, 1 << shift, False)
 
     def entries(self, first_vpn: int, end_vpn: int) -> Iterator[tuple[int, Pte]]:
         """Every (vpn, Pte) with first_vpn <= vpn < end_vpn, in ascending vpn order."""

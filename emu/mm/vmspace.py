@@ -16,9 +16,11 @@ from typing import Callable, Iterator
 
 from emu.mm.frames import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, FrameAllocator, OutOfFrames
 from emu.mm.objects import MemoryObject
-from emu.mm.pagetable import LargePageCounters, PageTable, Pte
+from emu.mm.pagetable import PTE_EXEC, PTE_READ, PTE_WRITE, PageTable, Pte
 
-PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4     # Linux's; == the PTE bits
+USER_END = 1 << 64
+assert (PROT_READ, PROT_WRITE, PROT_EXEC) == (PTE_READ, PTE_WRITE, PTE_EXEC), "fastpath.h disagrees"
 
 # Layout (no randomisation: runs are reproducible). 47-bit user space on both arches.
 STACK_TOP = 0x7FFF_FFFF_F000
@@ -85,20 +87,27 @@ def page_align_up(value: int) -> int:
 class AddressSpace:
     """One process's mappings and page table."""
 
-    def __init__(self, frames: FrameAllocator, on_tlb_change: Callable[[bool], None],
-                 on_write_back: Callable[[int], None] = lambda pages: None,
+    def __init__(self, frames: FrameAllocator,
+                 on_translations_removed: Callable[[AddressSpace, int, int], None],
+                 on_write_back: Callable[[AddressSpace, int], None] = lambda space, pages: None,
                  large_shifts: tuple[int, ...] = (),
-                 large_counters: LargePageCounters | None = None) -> None:
-        """An empty space; `on_tlb_change(code_changed)` is called after translations are
-        removed or lowered, `on_write_back(pages)` after file pages went to the backing store;
-        with `large_shifts`, committed memory coalesces into large pages of those sizes."""
-        self.page_table = PageTable(large_shifts, large_counters)
+                 on_large_page: Callable[[AddressSpace, int, int, bool], None] | None = None,
+                 ) -> None:
+        """An empty space; `on_translations_removed(space, start, end)` is called after
+        translations of [start, end) were removed or lowered, `on_write_back(space, pages)`
+        after file pages went to the backing store, `on_large_page(space, vaddr, size,
+        formed)` when a large page formed or split; with `large_shifts`, committed memory
+        coalesces into large pages of those sizes."""
+        hook = (None if on_large_page is None else
+                lambda vaddr, size, formed: on_large_page(self, vaddr, size, formed))
+        self.page_table = PageTable(large_shifts, hook, frames.mark_code)
+        self.owner = 0                  # pid of the owning process (for its events)
         self._blocks: dict[tuple[int, int], LargeBlock] = {}
         self._on_write_back = on_write_back
         self._frames = frames
         self._starts: list[int] = []
         self._maps: list[Mapping] = []
-        self._on_tlb_change = on_tlb_change
+        self._on_removed = on_translations_removed
         self.brk_start = 0
         self.brk = 0
 
@@ -177,7 +186,6 @@ class AddressSpace:
                 if piece is not None:
                     self._place(piece)
             removed.append(m.clipped(max(m.start, start), min(m.end, end)))
-        code = False
         written = 0
         for m in removed:
             written += self._write_back(m, m.start, m.end, clean=False)
@@ -185,11 +193,10 @@ class AddressSpace:
             held = self._release_block_frames(m.start, m.end) if self._blocks else 0
             if m.commits:
                 self._frames.unreserve((m.length >> PAGE_SHIFT) - resident - held)
-            code |= bool(m.prot & PROT_EXEC)
         if written:
-            self._on_write_back(written)
+            self._on_write_back(self, written)
         if removed:
-            self._on_tlb_change(code)
+            self._on_removed(self, min(m.start for m in removed), max(m.end for m in removed))
         return removed
 
     def _write_back(self, m: Mapping, start: int, end: int, clean: bool) -> int:
@@ -210,6 +217,16 @@ class AddressSpace:
                 self.page_table.map(vpn, pte._replace(perms=pte.perms & ~PROT_WRITE, modified=False))
         return written
 
+    def dirty_file_pages(self, start: int, end: int) -> int:
+        """How many modified pages of shared file mappings in [start, end) msync would write."""
+        count = 0
+        for m in self.mappings_in(start, end):
+            if m.obj.cached and m.share is Share.SHARED and not m.obj.nosync:
+                count += sum(1 for _, pte in self.page_table.entries(m.start >> PAGE_SHIFT,
+                                                                     m.end >> PAGE_SHIFT)
+                             if pte.modified)
+        return count
+
     def sync(self, start: int, end: int, invalidate: bool) -> int:
         """msync: write modified shared file pages of [start, end) back and re-protect them;
         with `invalidate`, also drop clean pages so they are read from the file again.
@@ -225,7 +242,7 @@ class AddressSpace:
                         self.page_table.unmap(vpn)
                         self._frames.release(pte.frame)
                         m.obj.file.drop(index)
-        self._on_tlb_change(False)
+        self._on_removed(self, start, end)
         return written
 
     def _change(self, start: int, end: int, **changes: object) -> list[Mapping]:
@@ -265,7 +282,7 @@ class AddressSpace:
             child.page_table.map(vpn, pte)
         child.brk_start, child.brk = self.brk_start, self.brk
         if lowered:
-            self._on_tlb_change(False)
+            self._on_removed(self, 0, USER_END)
 
     def frame_shared(self, frame: int) -> bool:
         """Whether a frame is mapped or held by more than one user (copy-on-write pending)."""
@@ -369,11 +386,11 @@ class AddressSpace:
     def protect(self, start: int, end: int, prot: int) -> None:
         """Set the protection of every mapping page in [start, end), splitting mappings as needed."""
         changed = self._change(start, end, prot=prot)
-        code = any((m.prot | prot) & PROT_EXEC for m in changed)
         for vpn, pte in list(self.page_table.entries(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
             # a page not yet modified stays read-only: its first write is tracked
             self.page_table.map(vpn, pte._replace(perms=prot if pte.modified else prot & ~PROT_WRITE))
-        self._on_tlb_change(code)
+        if any(m.prot & ~prot for m in changed):        # raising needs no invalidation
+            self._on_removed(self, start, end)
 
     def discard(self, start: int, end: int) -> None:
         """Drop the pages of [start, end) but keep the mappings (MADV_DONTNEED): next touch refills them."""
@@ -385,11 +402,12 @@ class AddressSpace:
                                  for m in parts if m.commits))
         for m in parts:
             self._drop_pages(m.start, m.end)
-        self._on_tlb_change(any(m.prot & PROT_EXEC for m in parts))
+        if parts:
+            self._on_removed(self, start, end)
 
     def release_all(self) -> None:
         """Unmap everything (process exit)."""
-        self.remove(0, 1 << 64)
+        self.remove(0, USER_END)
 
     def _drop_pages(self, start: int, end: int) -> int:
         """Unmap and release every resident page of [start, end); returns how many there were."""

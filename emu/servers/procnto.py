@@ -1,77 +1,90 @@
 """procnto's memory-manager threads: the slow path of a page fault.
 
 A guest thread whose fault the fast path could not resolve is blocked in
-WAITPAGE by the kernel, which sends a pulse at the thread's priority on the
-memory-manager channel. A server thread — an ordinary thread, scheduled like
-any other — receives the pulse, takes on its priority (QNX priority
-inheritance), runs the fault resolver and:
+WAITPAGE by the kernel's fault entry, which submits a `FaultJob` here: a pulse at
+the thread's priority on the memory-manager channel. A server thread — an
+ordinary thread, scheduled like any other — receives the pulse, takes on its
+priority (QNX priority inheritance, through the scheduler) and serves the fault
+one `Pager.serve` step at a time:
 
-- RESOLVED / done without I/O: fixes the page tables and makes the faulting
-  thread READY (end of its queue);
-- needs I/O (page_in): submits a read to the block device and blocks in REPLY
-  until it completes, letting other threads run; then finishes the page;
-- SIGNAL: the faulting thread gets SIGSEGV/SIGBUS.
+- `Resolved`: the page work is charged and the faulting thread made READY (end of
+  its queue);
+- `PageIn`: a read goes to the backing store and the server blocks in REPLY until
+  it completes, letting other threads run; then it serves again (an I/O error ends
+  the fault with SIGBUS/BUS_OBJERR instead);
+- `Deliver`: the faulting thread gets SIGSEGV/SIGBUS.
 
-Each step is charged its cycles from the profile.
+The end of a fault (charge, FaultEnd event, wake or signal) is `FaultEnding.finish`,
+shared with every other path that completes a fault.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import signal
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from emu.kernel.channel import Channel
-from emu.kernel.device import BlockDevice
+from emu.kernel.device import Completion
+from emu.kernel.io import BackingStore
 from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
-from emu.kernel.timers import TimerQueue
-from emu.mm.fault import Access, FaultCause, FaultResolution, Outcome, PageRequest, resolve_fault
-from emu.mm.pager import Pager, work_cycles
+from emu.kernel.waits import Waits
+from emu.mm.fault import BUS_OBJERR, Access, Deliver, FaultCause, Resolved
+from emu.mm.pager import PageIn, Pager
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
-from emu.trace.events import EventBus, EventKind
+from emu.trace.events import EventBus, FaultServe, Pulse
 
 
-@dataclass
+@dataclass(eq=False)
 class FaultJob:
     """One deferred fault: who faulted where, and how far the server got."""
 
+    fault_id: int
     thread: Thread
     token: object                   # the faulting thread's WAITPAGE wait
     space: AddressSpace
     vaddr: int
     access: Access
-    verdict: FaultResolution | None = None  # decided at fault time when nothing can change it
+    read: Completion | None = field(default=None)   # the backing-store read waited for
 
 
-FaultSignal = Callable[[Thread, int, int, int, Access], None]
-"""(thread, signal, si_code, vaddr, access): deliver a fault signal to a thread."""
+class FaultEnding(Protocol):
+    """How a fault ends (kernel/faults.py): the one place for charge, event, wake or signal."""
+
+    def finish(self, job: FaultJob, outcome: Resolved | Deliver) -> None:
+        """Charge the page work, publish FaultEnd, wake the faulting thread or signal it."""
 
 
 class MemoryManager:
     """The memory-manager channel and the body of its server threads."""
 
-    def __init__(self, sched: Scheduler, bus: EventBus, timers: TimerQueue, device: BlockDevice,
+    def __init__(self, sched: Scheduler, bus: EventBus, waits: Waits, store: BackingStore,
                  pager: Pager, costs: KernelCosts, now: Callable[[], int],
-                 charge: Callable[[int], None], count_fault: Callable[[FaultCause], None],
-                 signal_fault: FaultSignal) -> None:
-        """A memory manager using these kernel facilities."""
+                 charge: Callable[[int], None]) -> None:
+        """A memory manager using these kernel facilities (`ending` is set by the kernel's
+        fault entry, which owns the end of a fault)."""
         self.channel = Channel()
         self.sched = sched
         self.bus = bus
-        self.timers = timers
-        self.device = device
+        self.waits = waits
+        self.store = store
         self.pager = pager
         self.costs = costs
         self.now = now
         self.charge = charge
-        self.count_fault = count_fault
-        self.signal_fault = signal_fault
+        self.ending: FaultEnding | None = None
         self.servers: list[Thread] = []
 
     def add_server(self, server: Thread) -> None:
         """A memory-manager thread (already blocked in RECEIVE) joins the pool."""
         self.servers.append(server)
         self.channel.receivers.append(server)
+
+    def idle(self) -> bool:
+        """Whether a server waits in RECEIVE and no pulse is queued (a fault sent now is
+        taken at once)."""
+        return bool(self.channel.receivers) and self.channel.peek_priority() is None
 
     def submit(self, job: FaultJob) -> None:
         """Send the fault pulse at the faulting thread's priority (the thread is already WAITPAGE).
@@ -84,14 +97,16 @@ class MemoryManager:
         prio = job.thread.priority
         receiver = self.channel.send(prio, job)
         server = receiver or next((s for s in self.servers if s.priority < prio), None)
-        self.bus.emit(self.now(), EventKind.PULSE, job.thread.process.pid, job.thread.tid,
-                      priority=prio, server_pid=server.process.pid if server else None,
-                      server_tid=server.tid if server else None)
+        if self.bus.wants(Pulse):
+            self.bus.publish(Pulse(self.now(), job.thread.process.pid, job.thread.tid,
+                                   job.fault_id, prio,
+                                   server.process.pid if server else None,
+                                   server.tid if server else None))
         if receiver is not None:
-            receiver.priority = prio                 # inherit the pulse's priority
+            self.sched.set_priority(receiver, prio, "inherit")
             self.sched.wake(receiver, receiver.wait_token)
         elif server is not None:
-            self.sched.set_priority(server, prio)
+            self.sched.set_priority(server, prio, "inherit")
 
     # ---- the server thread's body: called each time the scheduler runs it ----
 
@@ -101,59 +116,40 @@ class MemoryManager:
         if job is None:
             pulse = self.channel.receive()
             if pulse is None:
-                server.priority = server.base_priority
                 self.channel.receivers.append(server)
                 self.sched.block(server, ThreadState.RECEIVE)
+                self.sched.set_priority(server, server.base_priority, "restore")
                 return
             job = pulse.payload
+            self.sched.set_priority(server, pulse.priority, "inherit")
+            if not self.sched.is_waiting_on(job.thread, job.token):
+                return                               # the faulting process died meanwhile
             server.job = job
-            if server.priority != pulse.priority:
-                self.sched.set_priority(server, pulse.priority)
-            if self.sched.is_waiting_on(job.thread, job.token):
-                self.charge(self.costs.procnto_fault)
-                self._act(server, job, job.verdict or resolve_fault(job.space, job.vaddr, job.access))
-            else:
-                server.job = None                    # the faulting process died meanwhile
-        elif self.sched.is_waiting_on(job.thread, job.token):
-            # back from the device: decide again, the page or the mapping may have changed
-            verdict = resolve_fault(job.space, job.vaddr, job.access)
-            if verdict.outcome is Outcome.NEEDS_PAGER:
-                assert verdict.request is not None
-                self._service(server, job, verdict.request)
-            else:
-                self._act(server, job, verdict)
-        else:
-            server.job = None
+            if self.bus.wants(FaultServe):
+                self.bus.publish(FaultServe(self.now(), server.process.pid, server.tid,
+                                            job.fault_id))
+            self.charge(self.costs.procnto_fault)
+        elif not self.sched.is_waiting_on(job.thread, job.token):
+            server.job = None                        # died while the device worked
+            return
+        elif job.read is not None and not job.read.ok:
+            server.job = None                        # the page-in failed: SIGBUS
+            self._finish(job, Deliver(signal.SIGBUS, BUS_OBJERR, job.vaddr, FaultCause.SIGBUS))
+            return
+        self.serve(server, job)
 
-    def _act(self, server: Thread, job: FaultJob, verdict: FaultResolution) -> None:
-        """Carry out the resolver's verdict: done, signal, wait for the device, or fill now."""
-        if verdict.outcome is Outcome.RESOLVED:
-            self._done(server, job, verdict.cause)
-        elif verdict.outcome is Outcome.SIGNAL:
-            self._done(server, job, verdict.cause, verdict.signal, verdict.si_code)
-        else:
-            assert verdict.request is not None
-            if verdict.request.needs_read:
-                done_at = self.device.submit(self.now(), pages=1, write=False)
-                token = self.sched.block(server, ThreadState.REPLY)
-                self.timers.at(done_at, lambda: self.sched.wake(server, token))  # servers never die
-            else:
-                self._service(server, job, verdict.request)
-
-    def _service(self, server: Thread, job: FaultJob, request: PageRequest) -> None:
-        result = self.pager.service(job.space, request)
-        if not result.signal:
-            self.charge(work_cycles(request.cause, self.costs))
-        self._done(server, job, result.cause, result.signal, result.si_code)
-
-    def _done(self, server: Thread, job: FaultJob, cause: FaultCause, signo: int = 0,
-              si_code: int = 0) -> None:
+    def serve(self, server: Thread, job: FaultJob) -> None:
+        """One step of serving `job` on `server`: finish it, or wait for the device."""
+        step = self.pager.serve(job.space, job.vaddr, job.access, after_read=job.read is not None)
+        if isinstance(step, PageIn):
+            process = job.thread.process
+            job.read = self.store.submit(process.pid, job.thread.tid, 1, False, "page_in",
+                                         step.request.mapping.name)
+            self.waits.block_until(server, job.read.done_at, ThreadState.REPLY)
+            return
         server.job = None
-        self.count_fault(cause)
-        thread = job.thread
-        self.bus.emit(self.now(), EventKind.FAULT_END, thread.process.pid, thread.tid,
-                      vaddr=job.vaddr, cause=cause.value, signal=signo)
-        if signo:
-            self.signal_fault(thread, signo, si_code, job.vaddr, job.access)
-        else:
-            self.sched.wake(thread, job.token)
+        self._finish(job, step)
+
+    def _finish(self, job: FaultJob, outcome: Resolved | Deliver) -> None:
+        assert self.ending is not None, "the fault entry did not take the end of faults"
+        self.ending.finish(job, outcome)

@@ -1,7 +1,8 @@
-"""Run statistics: an instrument that turns kernel events into the `--stats` report.
+"""Run statistics: an instrument that turns the event stream into the `--stats` report.
 
-Everything outside the report's `host` key comes from the simulated machine,
-so two runs of the same program with the same inputs give the same report.
+The report is a function of the events alone (RunStart and RunEnd carry the machine's
+own counters), so two runs with the same events give the same report. Everything
+outside its `host` key comes from the simulated machine.
 """
 from __future__ import annotations
 
@@ -11,14 +12,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.mm.fault import FaultCause
-from emu.trace.events import Event, EventKind
+from emu.trace.events import (DeviceRequest, Event, FaultBegin, FaultEnd, LargePage, Lock,
+                              Populate, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
+                              SchedParams, SignalAction, StateChange, Switch, ThreadCreate)
+
+FAULT_CAUSES = ("zero_fill", "lazy_alloc", "page_in", "cached", "write_track", "cow", "sigbus",
+                "sigsegv", "spurious")
+"""The keys of `faults.by_cause` (emu.mm.fault.FaultCause values)."""
 
 
 @dataclass
-class ThreadTimes:
-    """Cycles a thread spent in each state."""
+class ThreadRecord:
+    """What the report says of one thread."""
 
+    pid: int
+    tid: int
+    name: str
+    priority: int
+    policy: str
     state: str
     since: int
     by_state: Counter[str] = field(default_factory=Counter)
@@ -26,51 +37,108 @@ class ThreadTimes:
 
 @dataclass
 class RunStats:
-    """Counters of one run, fed by kernel events (and fault causes from the memory manager)."""
+    """Counters of one run, fed by kernel events only."""
 
-    faults_by_cause: Counter[str] = field(
-        default_factory=lambda: Counter({c.value: 0 for c in FaultCause}))
+    faults_by_cause: Counter[str] = field(default_factory=lambda: Counter(
+        {c: 0 for c in FAULT_CAUSES}))
     signals_delivered: Counter[str] = field(default_factory=Counter)
     context_switches: int = 0
     preemptions: int = 0
     fault_latencies: list[int] = field(default_factory=list)
-    threads: dict[tuple[int, int], ThreadTimes] = field(default_factory=dict)
+    threads: dict[tuple[int, int], ThreadRecord] = field(default_factory=dict)
+    mm: Counter[str] = field(default_factory=Counter)
+    start: RunStart | None = None
+    end: RunEnd | None = None
+    exits: dict[int, ProcessExit] = field(default_factory=dict)
     _faulted_at: dict[tuple[int, int], int] = field(default_factory=dict)
 
-    def count_fault(self, cause: FaultCause) -> None:
-        """One fault resolved (or turned into a signal), by cause."""
-        self.faults_by_cause[cause.value] += 1
+    def __post_init__(self) -> None:
+        self._dispatch = {
+            StateChange: self._state, ThreadCreate: self._thread_create, Switch: self._switch,
+            Preempt: self._preempt, FaultBegin: self._fault_begin, FaultEnd: self._fault_end,
+            SignalAction: self._signal, SchedParams: self._sched_params,
+            DeviceRequest: self._device, Lock: self._lock, Populate: self._populate,
+            LargePage: self._large_page, ProcessExit: self._process_exit,
+            RunStart: self._run_start, RunEnd: self._run_end, ProcessCreate: lambda e: None}
 
-    def on_event(self, event: Event) -> None:
+    @property
+    def kinds(self) -> tuple[type[Event], ...]:
+        """The event kinds this instrument reads."""
+        return tuple(self._dispatch)
+
+    def __call__(self, event: Event) -> None:
         """Instrument hook: account one kernel event."""
-        kind = event.kind
-        if kind is EventKind.STATE:
-            key = (event.pid, event.tid)
-            times = self.threads[key]
-            ts = event.ts
-            times.by_state[times.state] += ts - times.since
-            times.state = state = event.data["to"]
-            times.since = ts
-            if state == "RUNNING" and key in self._faulted_at:
-                self.fault_latencies.append(ts - self._faulted_at.pop(key))
-            return
-        key = (event.pid, event.tid)
-        if kind is EventKind.THREAD_CREATE:
-            self.threads[key] = ThreadTimes(event.data["state"], event.ts)
-        elif kind is EventKind.SWITCH:
-            self.context_switches += 1
-        elif kind is EventKind.PREEMPT:
-            self.preemptions += 1
-        elif kind is EventKind.FAULT_BEGIN and event.data.get("origin") == "user":
-            self._faulted_at[key] = event.ts
-        elif kind is EventKind.SIGNAL:
-            self.signals_delivered[signal_name(event.data["signal"])] += 1
+        self._dispatch[type(event)](event)
 
-    def finish(self, now: int) -> None:
-        """Close every thread's current state interval at `now`."""
-        for times in self.threads.values():
-            times.by_state[times.state] += now - times.since
-            times.since = now
+    def _state(self, event: StateChange) -> None:
+        key = (event.pid, event.tid)
+        record = self.threads[key]
+        ts = event.ts
+        record.by_state[record.state] += ts - record.since
+        record.state = state = event.new
+        record.since = ts
+        if state == "RUNNING" and key in self._faulted_at:
+            self.fault_latencies.append(ts - self._faulted_at.pop(key))
+
+    def _thread_create(self, event: ThreadCreate) -> None:
+        self.threads[(event.pid, event.tid)] = ThreadRecord(
+            event.pid, event.tid, event.name, event.priority, event.policy, event.state,
+            event.ts)
+
+    def _sched_params(self, event: SchedParams) -> None:
+        record = self.threads[(event.pid, event.tid)]
+        record.priority, record.policy = event.priority, event.policy
+
+    def _switch(self, event: Switch) -> None:
+        self.context_switches += 1
+
+    def _preempt(self, event: Preempt) -> None:
+        self.preemptions += 1
+
+    def _fault_begin(self, event: FaultBegin) -> None:
+        if event.origin == "user":
+            self._faulted_at[(event.pid, event.tid)] = event.ts
+
+    def _fault_end(self, event: FaultEnd) -> None:
+        self.faults_by_cause[event.cause] += 1
+        self._count_work(event.cause, 1)
+
+    def _count_work(self, cause: str, pages: int) -> None:
+        if cause == "lazy_alloc":
+            self.mm["lazy_allocations"] += pages
+        elif cause == "cow":
+            self.mm["cow_copies"] += pages
+
+    def _populate(self, event: Populate) -> None:
+        for cause, pages in event.causes:
+            self._count_work(cause, pages)
+
+    def _lock(self, event: Lock) -> None:
+        self.mm["locked_pages"] += event.pages
+
+    def _device(self, event: DeviceRequest) -> None:
+        if event.reason == "msync":
+            self.mm["msync_pages_written"] += event.pages
+        elif event.reason == "write_back":
+            self.mm["pages_written_back"] += event.pages
+
+    def _large_page(self, event: LargePage) -> None:
+        self.mm["large_pages_formed" if event.formed else "large_pages_split"] += 1
+
+    def _signal(self, event: SignalAction) -> None:
+        self.signals_delivered[signal_name(event.signal)] += 1
+
+    def _process_exit(self, event: ProcessExit) -> None:
+        self.exits[event.pid] = event
+
+    def _run_start(self, event: RunStart) -> None:
+        self.start = event
+
+    def _run_end(self, event: RunEnd) -> None:
+        self.end = event
+        for record in self.threads.values():       # close every thread's current interval
+            record.by_state[record.state] += event.ts - record.since
+            record.since = event.ts
 
     def latency_summary(self) -> dict[str, float | int]:
         """count, mean, p50, p99 and max of fault latencies (cycles from fault to running again)."""
@@ -83,6 +151,36 @@ class RunStats:
         return {"count": len(values), "mean": round(sum(values) / len(values), 1),
                 "p50": pct(0.50), "p99": pct(0.99), "max": values[-1]}
 
+    def report(self, host: dict[str, Any]) -> dict[str, Any]:
+        """The `--stats` JSON document (after RunEnd); `host` holds the host-side figures."""
+        start, end = self.start, self.end
+        assert start is not None and end is not None, "the run has not ended"
+        status = self.exits.get(start.pid)
+        code, signo = (status.code, status.signal) if status is not None else (0, 0)
+        by_cause = dict(sorted(self.faults_by_cause.items()))
+        mm_keys = ("lazy_allocations", "locked_pages", "cow_copies", "msync_pages_written",
+                   "pages_written_back", "large_pages_formed", "large_pages_split")
+        return {
+            "arch": start.arch,
+            "program": start.program,
+            "exit": {"code": code, "signal": signal_name(signo) if signo else None},
+            "instructions": end.instructions,
+            "cycles": end.cycles,
+            "tlb": {"fills": end.tlb_fills, "flushes": end.tlb_flushes,
+                    "page_flushes": end.tlb_page_flushes},
+            "faults": {"total": sum(by_cause.values()), "by_cause": by_cause},
+            "fault_latency_cycles": self.latency_summary(),
+            "sched": {"context_switches": self.context_switches, "preemptions": self.preemptions},
+            "threads": [{"pid": r.pid, "tid": r.tid, "name": r.name, "priority": r.priority,
+                         "policy": r.policy, "cycles_by_state": dict(sorted(r.by_state.items()))}
+                        for r in self.threads.values()],
+            "mm": {"frames_total": start.frames_total, "frames_peak": end.frames_peak,
+                   **{k: self.mm[k] for k in mm_keys}},
+            "signals": {"delivered": dict(sorted(self.signals_delivered.items()))},
+            "syscalls": dict(sorted(end.syscalls)),
+            "host": host,
+        }
+
 
 def signal_name(signo: int) -> str:
     """'SIGSEGV' for 11, and so on."""
@@ -90,27 +188,3 @@ def signal_name(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"SIG{signo}"
-
-
-def build_report(*, arch: str, program: str, exit_code: int, exit_signal: int,
-                 instructions: int, cycles: int, tlb_fills: int, stats: RunStats,
-                 mm: dict[str, int], syscalls: dict[str, int],
-                 threads: list[dict[str, Any]], host: dict[str, Any]) -> dict[str, Any]:
-    """The `--stats` JSON document."""
-    by_cause = dict(sorted(stats.faults_by_cause.items()))
-    return {
-        "arch": arch,
-        "program": program,
-        "exit": {"code": exit_code, "signal": signal_name(exit_signal) if exit_signal else None},
-        "instructions": instructions,
-        "cycles": cycles,
-        "tlb": {"fills": tlb_fills},
-        "faults": {"total": sum(by_cause.values()), "by_cause": by_cause},
-        "fault_latency_cycles": stats.latency_summary(),
-        "sched": {"context_switches": stats.context_switches, "preemptions": stats.preemptions},
-        "threads": threads,
-        "mm": mm,
-        "signals": {"delivered": dict(sorted(stats.signals_delivered.items()))},
-        "syscalls": dict(sorted(syscalls.items())),
-        "host": host,
-    }

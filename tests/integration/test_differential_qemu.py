@@ -39,8 +39,9 @@ def test_same_behaviour_as_qemu_user(firmware: Path, arch: str, tmp_path: Path, 
     if qemu is None:
         pytest.skip(f"{QEMU[arch]} is not installed")
     exe = firmware / arch / program
-    ref = subprocess.run([qemu, str(exe), *args], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=60)
+    # emu names the program by its guest path: give qemu the same argv[0] (-0)
+    ref = subprocess.run([qemu, "-0", "/proc/self/exe", str(exe), *args], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=60)
     ours = run_emu("--root", tmp_path, exe, *args, cwd=tmp_path)
     assert ours.stdout == ref.stdout
     assert ours.returncode == _status(ref.returncode)

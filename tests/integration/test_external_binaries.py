@@ -41,7 +41,7 @@ def test_static_hello_built_by_stock_compiler(outside: Path, flavour: str) -> No
         pytest.skip(f"{cc[0]} is not installed")
     exe = outside / f"hello-{flavour}"
     subprocess.run([*cc, "-o", str(exe), str(outside / "hello.c")], check=True)
-    run = run_emu(exe, "world", "again", env={"HELLO_ENV": "set"})
+    run = run_emu("--inherit-env", exe, "world", "again", env={"HELLO_ENV": "set"})
     assert run.stdout == "hello, world\nHELLO_ENV=set\n"
     assert run.returncode == 3
     assert run.stderr == ""

@@ -10,11 +10,11 @@ STATS_KEYS = ("arch", "exit", "instructions", "tlb", "faults", "mm")
 
 def test_hello_argv_env_and_exit_code(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]
     prog = firmware / arch / "hello"
-    run: EmuRun = emu("-E", "EMU_GREETING=hi there", prog, "42", "two words",
+    run: EmuRun = emu("--root", firmware, "-E", "EMU_GREETING=hi there", prog, "42", "two words",
                       env={"EMU_GREETING": "from host"})
     assert run.returncode == 42
-    assert run.stdout.splitlines() == [
-        f"hello from {arch}", "argc=3", f"argv[0]={prog}", "argv[1]=42",
+    assert run.stdout.splitlines() == [            # argv[0]: the program's path in the guest
+        f"hello from {arch}", "argc=3", f"argv[0]=/{arch}/hello", "argv[1]=42",
         "argv[2]=two words", "EMU_GREETING=hi there"]
     assert run.stderr == ""
     assert run.stats is not None
@@ -26,9 +26,18 @@ def test_exit_code_keeps_low_byte(firmware: Path, arch: str, emu) -> None:  # ty
     assert emu(firmware / arch / "hello", "300").returncode == 44
 
 
-def test_clean_env_gives_empty_environment(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]
-    run = emu("--clean-env", firmware / arch / "hello", env={"EMU_GREETING": "leak"})
-    assert "EMU_GREETING" not in run.stdout
+def test_the_guest_environment_is_empty_unless_asked(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]
+    prog = firmware / arch / "hello"
+    for flags in ([], ["--clean-env"]):
+        assert "EMU_GREETING" not in emu(*flags, prog, env={"EMU_GREETING": "leak"}).stdout
+    inherited = emu("--inherit-env", prog, env={"EMU_GREETING": "passed"})
+    assert "EMU_GREETING=passed" in inherited.stdout.splitlines()
+
+
+def test_a_program_outside_the_root_is_named_proc_self_exe(firmware: Path, arch: str, emu,
+                                                           tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = emu("--root", tmp_path, firmware / arch / "hello")
+    assert "argv[0]=/proc/self/exe" in run.stdout.splitlines()       # not its host path
 
 
 def test_stats_report_has_the_documented_keys(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]

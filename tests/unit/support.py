@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from emu.mm.fault import Access, Outcome, resolve_fault
+from emu.mm.fault import Access, Resolved
 from emu.mm.frames import FrameAllocator, PhysicalMemory, PAGE_SIZE
 from emu.mm.objects import AnonymousMemory
+from emu.mm.pagecache import PageCache
 from emu.mm.pager import Pager
 from emu.mm.vmspace import AddressSpace, Mapping, Share
 
@@ -20,23 +21,19 @@ RAM_FRAMES = 64
 
 @dataclass
 class Memory:
-    """RAM, frames, one address space and a pager, plus a log of on_tlb_change calls."""
+    """RAM, frames, one address space and a pager, plus a log of the translation ranges the
+    space asked to invalidate."""
 
     ram: PhysicalMemory
     frames: FrameAllocator
     space: AddressSpace
     pager: Pager
-    tlb_changes: list[bool] = field(default_factory=list)
+    tlb_changes: list[tuple[int, int]] = field(default_factory=list)
 
     def fault_in(self, vaddr: int, access: Access) -> bool:
         """What the kernel does for a copy-in/out fault: resolve, then let the pager work."""
-        verdict = resolve_fault(self.space, vaddr, access)
-        if verdict.outcome is Outcome.RESOLVED:
-            return True
-        if verdict.outcome is Outcome.SIGNAL:
-            return False
-        assert verdict.request is not None
-        return self.pager.service(self.space, verdict.request).signal == 0
+        step = self.pager.serve(self.space, vaddr, access, after_read=True)
+        return isinstance(step, Resolved)
 
     def map_anon(self, start: int, pages: int, prot: int, name: str = "[anon]",
                  lazy: bool = False) -> Mapping:
@@ -60,9 +57,9 @@ def make_memory(frames: int = RAM_FRAMES) -> Memory:
     """A fresh Memory with `frames` frames of RAM."""
     ram = PhysicalMemory(frames * PAGE_SIZE)
     allocator = FrameAllocator(frames)
-    changes: list[bool] = []
-    space = AddressSpace(allocator, changes.append)
-    return Memory(ram, allocator, space, Pager(ram, allocator), changes)
+    changes: list[tuple[int, int]] = []
+    space = AddressSpace(allocator, lambda space, start, end: changes.append((start, end)))
+    return Memory(ram, allocator, space, Pager(ram, allocator, PageCache(allocator, ram)), changes)
 
 
 def firmware_binary(arch: str, name: str = "hello") -> Path:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from emu.kernel.channel import Channel
-from emu.kernel.device import BlockDevice
+import errno
+
+from emu.kernel.device import BlockDevice, fail_nth
 
 # ---- Channel ----
 
@@ -75,35 +77,49 @@ def test_pulses_sent_are_counted():
 
 # ---- BlockDevice ----
 
+def submit(dev: BlockDevice, now: int, pages: int, write: bool) -> int:
+    done = dev.submit(now, pages, write, "page_in")
+    assert done.ok and done.request.pages == pages and done.request.write == write
+    return done.done_at
+
+
 def test_idle_device_completes_after_the_latency():
     dev = BlockDevice(read_page_cycles=100, write_page_cycles=250)
-    assert dev.submit(1000, pages=1, write=False) == 1100
+    assert submit(dev, 1000, pages=1, write=False) == 1100
 
 
 def test_latency_scales_with_pages_and_direction():
     dev = BlockDevice(read_page_cycles=100, write_page_cycles=250)
-    assert dev.submit(0, pages=3, write=False) == 300
-    assert dev.submit(1000, pages=2, write=True) == 1500
+    assert submit(dev, 0, pages=3, write=False) == 300
+    assert submit(dev, 1000, pages=2, write=True) == 1500
 
 
 def test_request_submitted_while_busy_queues_behind_the_first():
     dev = BlockDevice(read_page_cycles=100, write_page_cycles=250)
-    first = dev.submit(0, pages=1, write=False)
-    second = dev.submit(30, pages=1, write=False)
+    first = submit(dev, 0, pages=1, write=False)
+    second = submit(dev, 30, pages=1, write=False)
     assert (first, second) == (100, 200)
 
 
 def test_request_after_the_device_went_idle_starts_at_once():
     dev = BlockDevice(read_page_cycles=100, write_page_cycles=250)
-    dev.submit(0, pages=1, write=False)
-    assert dev.submit(500, pages=1, write=False) == 600
+    submit(dev, 0, pages=1, write=False)
+    assert submit(dev, 500, pages=1, write=False) == 600
 
 
 def test_device_counters():
     dev = BlockDevice(read_page_cycles=100, write_page_cycles=250)
-    dev.submit(0, pages=2, write=False)
-    dev.submit(10, pages=1, write=True)
-    dev.submit(1000, pages=1, write=False)
+    submit(dev, 0, pages=2, write=False)
+    submit(dev, 10, pages=1, write=True)
+    submit(dev, 1000, pages=1, write=False)
     assert (dev.pages_read, dev.pages_written) == (3, 1)
     assert dev.busy_cycles == 2 * 100 + 250 + 100
     assert dev.busy_until == 1100
+
+
+def test_requests_are_numbered_and_a_failure_policy_picks_the_failing_ones():
+    dev = BlockDevice(100, 250, fails=fail_nth(2, write=True))
+    done = [dev.submit(0, 1, write, "msync") for write in (False, True, True, True)]
+    assert [d.request.request_id for d in done] == [1, 2, 3, 4]
+    assert [d.errno for d in done] == [0, 0, errno.EIO, 0]          # the 2nd write fails
+    assert not done[2].ok and done[2].done_at == 100 + 2 * 250      # it still takes its time

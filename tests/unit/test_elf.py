@@ -211,7 +211,7 @@ def test_hello_phdr_address_is_where_the_headers_are_loaded(arch):
 def test_map_image_covers_every_segment_with_its_permissions(arch):
     image = read_elf(str(firmware_binary(arch)))
     mem = make_memory()
-    map_image(mem.space, image)
+    map_image(mem.space, image, "/prog")
     for seg in image.segments:
         start = seg.vaddr + image.load_bias
         for vaddr in (start, start + seg.memsz - 1):
@@ -228,7 +228,7 @@ def test_mapped_image_reads_back_the_file_and_zero_bss(arch):
     image = read_elf(str(path))
     data = path.read_bytes()
     mem = make_memory(frames=256)
-    map_image(mem.space, image)
+    map_image(mem.space, image, "/prog")
     user = UserMemory(mem.space, mem.ram, mem.fault_in)
     for seg in image.segments:
         start = seg.vaddr + image.load_bias
@@ -245,7 +245,7 @@ def test_code_at_the_entry_point_is_fetchable_file_bytes(arch):
     image = read_elf(str(path))
     data = path.read_bytes()
     mem = make_memory()
-    map_image(mem.space, image)
+    map_image(mem.space, image, "/prog")
     assert mem.fault_in(image.entry, Access.FETCH)
     seg = next(s for s in image.segments if s.vaddr <= image.entry - image.load_bias < s.vaddr + s.memsz)
     offset = seg.offset + (image.entry - image.load_bias - seg.vaddr)

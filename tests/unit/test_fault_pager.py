@@ -8,8 +8,9 @@ import pytest
 
 from emu.mm.frames import OutOfFrames
 
-from emu.mm.fault import (BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, Access, FaultCause, Outcome,
-                          PageRequest, resolve_fault)
+from emu.mm.fault import (BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, Access, Deliver, FaultCause,
+                          NeedsPage, PageRequest, Resolved, resolve_fault)
+from emu.mm.pager import PageIn
 from emu.mm.frames import PAGE_SIZE
 from emu.mm.objects import AnonymousMemory, FileChunk, FileImage
 from emu.mm.pagetable import PTE_EXEC, PTE_READ, PTE_WRITE
@@ -47,7 +48,7 @@ def page_bytes(mem, vaddr: int) -> bytes:
 
 def service(mem, vaddr: int, access: Access = Access.READ):
     verdict = resolve_fault(mem.space, vaddr, access)
-    assert verdict.outcome is Outcome.NEEDS_PAGER
+    assert isinstance(verdict, NeedsPage)
     return mem.pager.service(mem.space, verdict.request)
 
 
@@ -63,15 +64,12 @@ def test_access_values_are_unicorns_and_map_to_prot_bits():
 
 def test_unmapped_address_is_sigsegv_maperr(mem):
     verdict = resolve_fault(mem.space, 0xDEAD000, Access.READ)
-    assert verdict.outcome is Outcome.SIGNAL
-    assert verdict.cause is FaultCause.SIGSEGV
-    assert (verdict.signal, verdict.si_code) == (signal.SIGSEGV, SEGV_MAPERR)
-    assert verdict.request is None
+    assert verdict == Deliver(signal.SIGSEGV, SEGV_MAPERR, 0xDEAD000, FaultCause.SIGSEGV)
 
 
 def test_address_just_past_a_mapping_is_maperr(mem):
     mem.map_anon(BASE, 1, RW)
-    assert resolve_fault(mem.space, BASE + P, Access.READ).si_code == SEGV_MAPERR
+    assert resolve_fault(mem.space, BASE + P, Access.READ).code == SEGV_MAPERR
 
 
 @pytest.mark.parametrize("prot, access", [
@@ -83,23 +81,22 @@ def test_address_just_past_a_mapping_is_maperr(mem):
 def test_protection_violation_is_sigsegv_accerr(mem, prot, access):
     mem.map_anon(BASE, 1, prot)
     verdict = resolve_fault(mem.space, BASE + 8, access)
-    assert verdict.outcome is Outcome.SIGNAL
-    assert (verdict.signal, verdict.si_code) == (signal.SIGSEGV, SEGV_ACCERR)
+    assert isinstance(verdict, Deliver)
+    assert (verdict.signal, verdict.code) == (signal.SIGSEGV, SEGV_ACCERR)
 
 
 def test_accerr_even_when_the_page_is_present(mem):
     mem.map_anon(BASE, 1, PROT_READ)
     mem.populate(BASE, BASE + P)
-    assert resolve_fault(mem.space, BASE, Access.WRITE).si_code == SEGV_ACCERR
+    assert resolve_fault(mem.space, BASE, Access.WRITE).code == SEGV_ACCERR
 
 
 def test_first_touch_of_anonymous_memory_needs_a_zero_fill(mem):
     m = mem.map_anon(BASE, 4, RW)
     verdict = resolve_fault(mem.space, BASE + 2 * P + 5, Access.WRITE)
-    assert verdict.outcome is Outcome.NEEDS_PAGER
+    assert verdict == NeedsPage(PageRequest(BASE + 2 * P + 5, Access.WRITE, m,
+                                            FaultCause.ZERO_FILL))
     assert verdict.cause is FaultCause.ZERO_FILL
-    assert verdict.request == PageRequest(BASE + 2 * P + 5, Access.WRITE, m, FaultCause.ZERO_FILL)
-    assert verdict.signal == 0
 
 
 def test_first_touch_of_a_file_image_needs_a_page_in(mem, data_file):
@@ -107,7 +104,7 @@ def test_first_touch_of_a_file_image_needs_a_page_in(mem, data_file):
     m = file_mapping(fd, [FileChunk(0, 0, P)], 1)
     mem.space.insert(m)
     verdict = resolve_fault(mem.space, BASE, Access.READ)
-    assert verdict.outcome is Outcome.NEEDS_PAGER
+    assert isinstance(verdict, NeedsPage) and verdict.request.needs_read
     assert verdict.cause is FaultCause.PAGE_IN
     assert verdict.request.mapping is m
 
@@ -116,9 +113,7 @@ def test_fault_on_a_present_page_with_the_access_is_resolved(mem):
     mem.map_anon(BASE, 1, RW)
     mem.populate(BASE, BASE + P)
     verdict = resolve_fault(mem.space, BASE + 100, Access.WRITE)
-    assert verdict.outcome is Outcome.RESOLVED
-    assert verdict.cause is FaultCause.SPURIOUS
-    assert verdict.request is None
+    assert verdict == Resolved(FaultCause.SPURIOUS)
 
 
 def test_resolve_fault_changes_nothing(mem):
@@ -138,7 +133,7 @@ def test_zero_fill_maps_a_zeroed_frame_with_the_mapping_permissions(mem):
 
     result = service(mem, BASE + 17, Access.WRITE)
 
-    assert (result.cause, result.signal, result.si_code) == (FaultCause.ZERO_FILL, 0, 0)
+    assert result == Resolved(FaultCause.ZERO_FILL)
     pte = mem.space.page_table.lookup(BASE >> 12)
     assert pte.frame == dirty
     assert pte.perms == PTE_READ | PTE_WRITE | PTE_EXEC
@@ -150,8 +145,8 @@ def test_zero_fill_maps_a_zeroed_frame_with_the_mapping_permissions(mem):
 def test_after_service_the_fault_resolves(mem):
     mem.map_anon(BASE, 1, RW)
     service(mem, BASE, Access.WRITE)
-    assert resolve_fault(mem.space, BASE, Access.READ).outcome is Outcome.RESOLVED
-    assert resolve_fault(mem.space, BASE, Access.WRITE).outcome is Outcome.RESOLVED
+    assert resolve_fault(mem.space, BASE, Access.READ) == Resolved(FaultCause.SPURIOUS)
+    assert resolve_fault(mem.space, BASE, Access.WRITE) == Resolved(FaultCause.SPURIOUS)
 
 
 def test_a_page_first_read_is_read_only_until_its_first_write(mem):
@@ -159,9 +154,9 @@ def test_a_page_first_read_is_read_only_until_its_first_write(mem):
     assert service(mem, BASE, Access.READ).cause is FaultCause.ZERO_FILL
     pte = mem.space.page_table.lookup(BASE >> 12)
     assert (pte.perms, pte.modified) == (PTE_READ, False)
-    assert resolve_fault(mem.space, BASE, Access.READ).outcome is Outcome.RESOLVED
+    assert resolve_fault(mem.space, BASE, Access.READ) == Resolved(FaultCause.SPURIOUS)
     verdict = resolve_fault(mem.space, BASE, Access.WRITE)
-    assert (verdict.outcome, verdict.cause) == (Outcome.NEEDS_PAGER, FaultCause.WRITE_TRACK)
+    assert isinstance(verdict, NeedsPage) and verdict.cause is FaultCause.WRITE_TRACK
     assert mem.pager.service(mem.space, verdict.request).cause is FaultCause.WRITE_TRACK
     pte = mem.space.page_table.lookup(BASE >> 12)
     assert (pte.perms, pte.modified) == (PTE_READ | PTE_WRITE, True)
@@ -184,8 +179,8 @@ def test_committed_mapping_reserves_frames_and_fails_when_short():
 def test_lazy_mapping_takes_a_frame_at_first_touch(mem):
     mem.map_anon(BASE, 2, RW, lazy=True)
     assert mem.frames.reserved == 0
-    assert service(mem, BASE, Access.WRITE).cause is FaultCause.LAZY_ALLOC
-    assert mem.pager.lazy_allocations == 1
+    assert service(mem, BASE, Access.WRITE) == Resolved(FaultCause.LAZY_ALLOC)
+    assert mem.frames.in_use == 1
 
 
 def test_each_page_gets_its_own_frame(mem):
@@ -202,8 +197,7 @@ def test_out_of_frames_is_sigbus_objerr_and_maps_nothing():
     service(mem, BASE)
     service(mem, BASE + P)
     result = service(mem, BASE + 2 * P)
-    assert result.cause is FaultCause.SIGBUS
-    assert (result.signal, result.si_code) == (signal.SIGBUS, BUS_OBJERR)
+    assert result == Deliver(signal.SIGBUS, BUS_OBJERR, BASE + 2 * P, FaultCause.SIGBUS)
     assert mem.space.page_table.lookup((BASE >> 12) + 2) is None
     assert mem.frames.in_use == 2
 
@@ -214,7 +208,7 @@ def test_page_in_copies_the_file_page(mem, data_file):
     fd, content = data_file
     mem.space.insert(file_mapping(fd, [FileChunk(0, 0, len(content))], 4, PROT_READ | PROT_EXEC))
     result = service(mem, BASE + P + 300, Access.FETCH)
-    assert result.cause is FaultCause.PAGE_IN and result.signal == 0
+    assert result == Resolved(FaultCause.PAGE_IN)
     assert page_bytes(mem, BASE + P) == content[P:2 * P]
     assert mem.space.page_table.lookup((BASE >> 12) + 1).perms == PTE_READ | PTE_EXEC
 
@@ -300,3 +294,23 @@ def test_file_image_sorts_its_chunks():
         os.close(fd)
     assert [c.object_offset for c in image.chunks] == [0, 0x2000]
     assert image.is_file and not AnonymousMemory.is_file
+
+
+# ---- Pager.serve: the one step every fault path takes ----
+
+def test_serve_stops_before_a_read_and_finishes_after_it(mem, data_file):
+    fd, content = data_file
+    mem.space.insert(file_mapping(fd, [FileChunk(0, 0, len(content))], 4))
+    step = mem.pager.serve(mem.space, BASE, Access.READ)
+    assert isinstance(step, PageIn) and step.request.cause is FaultCause.PAGE_IN
+    assert mem.space.page_table.lookup(BASE >> 12) is None          # nothing done yet
+    assert mem.pager.serve(mem.space, BASE, Access.READ, after_read=True) == \
+        Resolved(FaultCause.PAGE_IN)
+    assert page_bytes(mem, BASE) == content[:P]
+
+
+def test_serve_without_a_read_does_the_work_at_once(mem):
+    mem.map_anon(BASE, 1, RW)
+    assert mem.pager.serve(mem.space, BASE, Access.WRITE) == Resolved(FaultCause.ZERO_FILL)
+    assert mem.pager.serve(mem.space, BASE, Access.WRITE) == Resolved(FaultCause.SPURIOUS)
+    assert mem.pager.serve(mem.space, 0xDEAD000, Access.READ).cause is FaultCause.SIGSEGV

@@ -7,17 +7,20 @@ import signal
 
 import pytest
 
-from emu.kernel.device import BlockDevice
+from emu.kernel.device import BlockDevice, fail_nth
+from emu.kernel.faults import FaultEntry
+from emu.kernel.io import BackingStore
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
-from emu.mm.fault import SEGV_ACCERR, SEGV_MAPERR, Access, FaultCause
+from emu.kernel.waits import Waits
+from emu.mm.fault import BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, Access, FaultCause
 from emu.mm.frames import PAGE_SIZE
 from emu.mm.objects import FileChunk, FileImage
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, Mapping, Share
 from emu.profile import KernelCosts
 from emu.servers.procnto import FaultJob, MemoryManager
-from emu.trace.events import Event, EventBus, EventKind
+from emu.trace.events import DeviceRequest, Event, EventBus, FaultEnd, FaultServe, Pulse
 
 from .support import make_memory
 from tests.unit.support import dispatch_order
@@ -33,7 +36,8 @@ COSTS = KernelCosts(syscall=150, fault_entry=400, pulse=300, context_switch=600,
 
 
 class Clock:
-    """The simulated cycle counter: read with now(), advanced by charge()."""
+    """The simulated cycle counter: read with now() or .cycles, advanced by charge() (what the
+    fault entry needs of the CPU)."""
 
     def __init__(self) -> None:
         self.cycles = 0
@@ -49,20 +53,23 @@ class Clock:
 class Rig:
     """One guest process over real memory, procnto with one memory-manager thread, and logs."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, device: BlockDevice | None = None) -> None:
         self.mem = make_memory()
         self.clock = Clock()
         self.events: list[Event] = []
         self.bus = EventBus()
-        self.bus.subscribe(self)
+        self.bus.subscribe(self.events.append)
         self.sched = Scheduler(self.bus, self.clock.now, SLICE)
         self.timers = TimerQueue()
-        self.device = BlockDevice(read_page_cycles=READ_LATENCY, write_page_cycles=2 * READ_LATENCY)
-        self.faults: list[FaultCause] = []
+        self.device = device or BlockDevice(read_page_cycles=READ_LATENCY,
+                                            write_page_cycles=2 * READ_LATENCY)
         self.signals: list[tuple] = []
-        self.mm = MemoryManager(self.sched, self.bus, self.timers, self.device, self.mem.pager,
-                                COSTS, self.clock.now, self.clock.charge, self.faults.append,
-                                lambda *args: self.signals.append(args))
+        store = BackingStore(self.device, self.bus, self.timers, self.clock.now)
+        self.mm = MemoryManager(self.sched, self.bus, Waits(self.sched, self.timers), store,
+                                self.mem.pager, COSTS, self.clock.now, self.clock.charge)
+        self.entry = FaultEntry(self.clock, self.sched, self.mm, self.timers, store,  # type: ignore[arg-type]
+                                self.mem.pager, self.mem.frames, COSTS, self.bus)
+        self.entry.bind(None, lambda *args: self.signals.append(args))  # type: ignore[arg-type]
         procnto = Process(pid=1, arch="x86_64", space=None, mem=None, root=None,
                           exe_path="procnto")
         self.server = Thread(tid=1, process=procnto, priority=10, base_priority=10,
@@ -83,11 +90,13 @@ class Rig:
                                       "image"))
         self._tid = 10
 
-    def on_event(self, event: Event) -> None:
-        self.events.append(event)
+    @property
+    def faults(self) -> list[FaultCause]:
+        """The causes of the faults that ended, in order (from FaultEnd events)."""
+        return [FaultCause(e.cause) for e in self.of(FaultEnd)]
 
-    def of(self, kind: EventKind) -> list[Event]:
-        return [e for e in self.events if e.kind is kind]
+    def of(self, kind: type[Event]) -> list:  # type: ignore[type-arg]
+        return [e for e in self.events if type(e) is kind]
 
     def guest(self, priority: int = 10, name: str = "") -> Thread:
         self._tid += 1
@@ -111,7 +120,8 @@ class Rig:
         """What the kernel does on a slow-path fault of the running `thread`."""
         assert self.sched.current is thread
         token = self.sched.block(thread, S.WAITPAGE)
-        job = FaultJob(thread, token, self.mem.space, vaddr, access)
+        self._fault_id = getattr(self, "_fault_id", 0) + 1
+        job = FaultJob(self._fault_id, thread, token, self.mem.space, vaddr, access)
         self.mm.submit(job)
         return job
 
@@ -160,9 +170,9 @@ def test_pulse_event_and_cost(rig):
     rig.run_until(a)
     before = rig.clock.cycles
     rig.fault(a, ANON)
-    (pulse,) = rig.of(EventKind.PULSE)
+    (pulse,) = rig.of(Pulse)
     assert (pulse.pid, pulse.tid) == (2, a.tid)
-    assert pulse.data["priority"] == 12 and pulse.data["server_tid"] == rig.server.tid
+    assert pulse.priority == 12 and pulse.server_tid == rig.server.tid
     assert rig.clock.cycles - before == COSTS.pulse
     assert rig.mm.channel.pulses_sent == 1
 
@@ -220,9 +230,20 @@ def test_fault_end_event(rig):
     rig.run_until(a)
     rig.fault(a, ANON + 0x123)
     rig.serve()
-    (end,) = rig.of(EventKind.FAULT_END)
-    assert (end.pid, end.tid, end.ts) == (2, a.tid, rig.clock.cycles)
-    assert end.data == {"vaddr": ANON + 0x123, "cause": "zero_fill", "signal": 0}
+    (end,) = rig.of(FaultEnd)
+    assert end == FaultEnd(rig.clock.cycles, 2, a.tid, 1, ANON + 0x123, "zero_fill", 0, "user")
+
+
+def test_one_fault_id_links_pulse_serve_and_end(rig):
+    a = rig.guest()
+    rig.run_until(a)
+    rig.fault(a, ANON)
+    rig.serve()
+    ids = [(type(e).__name__, e.fault_id) for e in rig.events
+           if isinstance(e, (Pulse, FaultServe, FaultEnd))]
+    assert ids == [("Pulse", 1), ("FaultServe", 1), ("FaultEnd", 1)]
+    (serve,) = rig.of(FaultServe)
+    assert (serve.pid, serve.tid) == (1, rig.server.tid)
 
 
 def test_resolved_thread_joins_the_end_of_its_queue(rig):
@@ -280,7 +301,7 @@ def test_page_in_completes_after_the_device_timer(rig):
     due = rig.timers.next_due()
     assert rig.timers.fire_due(due - 1) == 0
     rig.clock.cycles = due
-    assert rig.timers.fire_due(due) == 1
+    assert rig.timers.fire_due(due) == 2           # the server's wake-up, the DeviceComplete
     assert rig.server.state is S.READY
     rig.serve()
     assert rig.page(FILE + P) == rig.file_content[P:2 * P]
@@ -345,6 +366,22 @@ def test_range_unmapped_during_the_device_wait_is_not_mapped(rig):
 
 # ---- signals ----
 
+def test_a_page_in_the_device_fails_is_sigbus_objerr(tmp_path):
+    rig = Rig(tmp_path, BlockDevice(READ_LATENCY, 2 * READ_LATENCY, fails=fail_nth(1)))
+    a = rig.guest()
+    rig.run_until(a)
+    rig.fault(a, FILE, Access.READ)
+    rig.serve()                                # the read goes out; the server waits
+    (request,) = rig.of(DeviceRequest)
+    assert (request.reason, request.ok, request.errno) == ("page_in", False, 5)
+    rig.clock.cycles = rig.timers.next_due()
+    rig.timers.fire_due(rig.clock.cycles)
+    rig.serve()                                # the completion says EIO: no page, SIGBUS
+    assert not rig.present(FILE)
+    assert rig.signals == [(a, signal.SIGBUS, BUS_OBJERR, FILE, Access.READ)]
+    assert rig.faults == [FaultCause.SIGBUS]
+
+
 def test_unmapped_address_signals_sigsegv_maperr(rig):
     a = rig.guest()
     rig.run_until(a)
@@ -353,8 +390,8 @@ def test_unmapped_address_signals_sigsegv_maperr(rig):
     assert rig.signals == [(a, signal.SIGSEGV, SEGV_MAPERR, 0xDEAD_0000, Access.READ)]
     assert rig.faults == [FaultCause.SIGSEGV]
     assert a.state is S.WAITPAGE and rig.sched.is_waiting_on(a, job.token)   # not woken
-    (end,) = rig.of(EventKind.FAULT_END)
-    assert end.data["signal"] == signal.SIGSEGV and end.data["cause"] == "sigsegv"
+    (end,) = rig.of(FaultEnd)
+    assert end.signal == signal.SIGSEGV and end.cause == "sigsegv"
 
 
 def test_write_to_a_read_only_mapping_signals_segv_accerr(rig):
@@ -383,7 +420,7 @@ def test_pulses_from_a_higher_priority_thread_are_served_first(rig):
     rig.server.body(rig.server)
     assert rig.server.priority == 10
     assert low.state is S.READY
-    assert [e.data["vaddr"] for e in rig.of(EventKind.FAULT_END)] == [ANON + P, ANON]
+    assert [e.vaddr for e in rig.of(FaultEnd)] == [ANON + P, ANON]
 
 
 def test_higher_pulse_boosts_a_server_that_has_not_received_yet(rig):

@@ -5,7 +5,8 @@ import pytest
 
 from emu.kernel.process import Process, SchedPolicy, Thread, ThreadState
 from emu.kernel.sched import Scheduler
-from emu.trace.events import Event, EventBus, EventKind
+from emu.trace.events import (Event, EventBus, Preempt, PriorityChange, SchedParams,
+                              StateChange, ThreadCreate)
 from tests.unit.support import dispatch_order
 
 SLICE = 100
@@ -28,11 +29,11 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def on_event(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:
         self.events.append(event)
 
-    def of(self, kind: EventKind) -> list[Event]:
-        return [e for e in self.events if e.kind is kind]
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events if type(e) is kind]
 
     def clear(self) -> None:
         self.events.clear()
@@ -143,8 +144,8 @@ def test_priority_preemption_emits_preempt_with_reason(w):
     w.sched.dispatch()
     w.clock.t = 42
     w.thread(20)
-    (ev,) = w.rec.of(EventKind.PREEMPT)
-    assert (ev.ts, ev.pid, ev.tid, ev.data) == (42, 7, a.tid, {"reason": "priority"})
+    (ev,) = w.rec.of(Preempt)
+    assert ev == Preempt(42, 7, a.tid, "priority")
     assert w.sched.preemptions == 1
 
 
@@ -160,7 +161,7 @@ def test_admitting_a_lower_priority_thread_does_not_preempt(w):
     a = w.thread(20)
     w.sched.dispatch()
     w.thread(10)
-    assert w.sched.current is a and not w.rec.of(EventKind.PREEMPT)
+    assert w.sched.current is a and not w.rec.of(Preempt)
 
 
 # ---- round-robin slices ----
@@ -178,7 +179,7 @@ def test_rr_slice_expiry_emits_preempt_reason_slice(w):
     w.thread()
     w.sched.dispatch()
     w.sched.slice_used(a, SLICE + 5)
-    assert [e.data["reason"] for e in w.rec.of(EventKind.PREEMPT)] == ["slice"]
+    assert [e.reason for e in w.rec.of(Preempt)] == ["slice"]
     assert w.sched.preemptions == 1
 
 
@@ -188,7 +189,7 @@ def test_rr_slice_expiry_without_a_peer_keeps_running_with_a_fresh_slice(w):
     w.sched.dispatch()
     w.sched.slice_used(a, SLICE)
     assert w.sched.current is a and a.state is RUN and a.slice_left == SLICE
-    assert not w.rec.of(EventKind.PREEMPT)
+    assert not w.rec.of(Preempt)
 
 
 def test_slice_not_yet_used_up_keeps_the_thread_running(w):
@@ -205,7 +206,7 @@ def test_fifo_thread_ignores_slice_expiry(w):
     w.sched.dispatch()
     w.sched.slice_used(a, 10 * SLICE)
     assert w.sched.current is a and b.state is R
-    assert not w.rec.of(EventKind.PREEMPT)
+    assert not w.rec.of(Preempt)
 
 
 def test_sched_other_is_round_robin(w):
@@ -222,7 +223,7 @@ def test_slice_charged_to_a_thread_no_longer_running_does_not_requeue_it(w):
     w.sched.dispatch()
     w.sched.block(a, ThreadState.NANOSLEEP)
     w.sched.slice_used(a, SLICE)
-    assert a.state is ThreadState.NANOSLEEP and not w.rec.of(EventKind.PREEMPT)
+    assert a.state is ThreadState.NANOSLEEP and not w.rec.of(Preempt)
 
 
 # ---- yield ----
@@ -259,7 +260,7 @@ def test_raising_a_ready_thread_above_the_running_one_preempts(w):
     w.sched.set_priority(b, 20)
     assert b.priority == 20 and w.sched.current is None
     assert w.sched.dispatch() is b
-    assert w.rec.of(EventKind.PREEMPT)[0].data["reason"] == "priority"
+    assert w.rec.of(Preempt)[0].reason == "priority"
     assert a.state is R
 
 
@@ -438,16 +439,14 @@ def test_admit_emits_thread_create_not_state(w):
     w.clock.t = 5
     a = w.thread(12)
     (ev,) = w.rec.events
-    assert ev.kind is EventKind.THREAD_CREATE
-    assert (ev.ts, ev.pid, ev.tid) == (5, 7, a.tid)
-    assert ev.data == {"state": R, "priority": 12, "name": a.name}
+    assert ev == ThreadCreate(5, 7, a.tid, R, 12, "RR", a.name)
 
 
 def test_admit_blocked_emits_thread_create_with_its_state(w):
     s = w.thread(admit=False)
     w.sched.admit_blocked(s, ThreadState.RECEIVE)
     (ev,) = w.rec.events
-    assert ev.kind is EventKind.THREAD_CREATE and ev.data["state"] is ThreadState.RECEIVE
+    assert isinstance(ev, ThreadCreate) and ev.state is ThreadState.RECEIVE
 
 
 def test_every_transition_emits_one_state_event_with_the_clock(w):
@@ -463,8 +462,8 @@ def test_every_transition_emits_one_state_event_with_the_clock(w):
     w.sched.dispatch()
     w.clock.t = 50
     w.sched.kill(a)
-    got = [(e.ts, e.data["from"], e.data["to"]) for e in w.rec.events]
-    assert all(e.kind is EventKind.STATE and (e.pid, e.tid) == (7, a.tid) for e in w.rec.events)
+    got = [(e.ts, e.old, e.new) for e in w.rec.events]
+    assert all(type(e) is StateChange and (e.pid, e.tid) == (7, a.tid) for e in w.rec.events)
     assert got == [(10, R, RUN), (20, RUN, ThreadState.MUTEX), (30, ThreadState.MUTEX, R),
                    (40, R, RUN), (50, RUN, ThreadState.DEAD)]
 
@@ -474,8 +473,21 @@ def test_preemption_emits_preempt_then_running_to_ready(w):
     w.sched.dispatch()
     w.rec.clear()
     high = w.thread(30)
-    kinds = [(e.kind, e.tid, e.data.get("to")) for e in w.rec.events]
-    assert kinds == [(EventKind.THREAD_CREATE, high.tid, None),
-                     (EventKind.PREEMPT, a.tid, None),
-                     (EventKind.STATE, a.tid, R)]
+    kinds = [(type(e), e.tid, getattr(e, "new", None)) for e in w.rec.events]
+    assert kinds == [(ThreadCreate, high.tid, None),
+                     (Preempt, a.tid, None),
+                     (StateChange, a.tid, R)]
+
+
+def test_priority_changes_go_through_the_scheduler_as_events(w):
+    a = w.thread(10)
+    w.rec.clear()
+    w.clock.t = 7
+    w.sched.set_priority(a, 15, "inherit")
+    w.sched.set_priority(a, 15, "inherit")          # no change: no event
+    w.sched.set_params(a, SchedPolicy.FIFO, 20)
+    assert w.rec.of(PriorityChange) == [PriorityChange(7, 7, a.tid, 10, 15, "inherit"),
+                                         PriorityChange(7, 7, a.tid, 15, 20, "set")]
+    assert w.rec.of(SchedParams) == [SchedParams(7, 7, a.tid, "FIFO", 20)]
+    assert (a.policy, a.base_priority, a.priority) == (SchedPolicy.FIFO, 20, 20)
 

@@ -28,7 +28,7 @@ from emu.mm.fault import Access
 from emu.mm.frames import PAGE_SIZE
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE
-from emu.trace.events import Event, EventBus, EventKind
+from emu.trace.events import Diagnostic, Event, EventBus, SignalAction
 
 from .support import make_memory
 
@@ -72,7 +72,7 @@ class Rig:
         self.engine = Registers(arch)
         self.events: list[Event] = []
         bus = EventBus()
-        bus.subscribe(self)
+        bus.subscribe(self.events.append)
         self.sched = Scheduler(bus, lambda: 0, 1000)
         mem = UserMemory(self.memory.space, self.memory.ram, self.memory.fault_in)
         self.proc = Process(pid=5, arch=arch, space=self.memory.space, mem=mem, root=None,
@@ -86,12 +86,11 @@ class Rig:
         self.sp = STACK + STACK_PAGES * PAGE_SIZE - 0x100
         self.engine.regs[self.name("sp")] = self.sp
 
-    def on_event(self, event: Event) -> None:
-        self.events.append(event)
-
     def signal_events(self) -> list[tuple[int, str]]:
-        return [(e.data["signal"], e.data["action"]) for e in self.events
-                if e.kind is EventKind.SIGNAL]
+        return [(e.signal, e.action) for e in self.events if isinstance(e, SignalAction)]
+
+    def diagnostics(self) -> list[str]:
+        return [e.message for e in self.events if isinstance(e, Diagnostic)]
 
     def name(self, what: str) -> str:
         return {"sp": "rsp", "pc": "rip", "ret": "rax"}[what] if self.proc.arch == "x86_64" \
@@ -211,10 +210,10 @@ def test_an_interrupted_call_fails_with_eintr_without_sa_restart(rig: Rig) -> No
     assert rig.proc.mem.read_u64(frame + 48 + 104) == -errno.EINTR & (2**64 - 1)
 
 
-def test_a_fault_signal_without_handler_or_blocked_kills(rig: Rig, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_fault_signal_without_handler_or_blocked_kills(rig: Rig) -> None:
     assert not rig.signals.force(rig.main, SigInfo(signal.SIGSEGV, 1, addr=0x10), "why")
     assert rig.ended == [ExitStatus(signal=signal.SIGSEGV)]
-    assert capsys.readouterr().err == "why\n"
+    assert rig.diagnostics() == ["why"]
     second = Rig()
     second.handle(signal.SIGSEGV)
     assert second.signals.force(second.main, SigInfo(signal.SIGSEGV, 1, addr=0x10), "why")
@@ -222,13 +221,13 @@ def test_a_fault_signal_without_handler_or_blocked_kills(rig: Rig, capsys) -> No
     assert not second.signals.force(second.main, SigInfo(signal.SIGSEGV, 1), "why")
 
 
-def test_x86_needs_sa_restorer(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_x86_needs_sa_restorer() -> None:
     rig = Rig()
     rig.signals.set_action(rig.proc, USR1, SigAction(HANDLER, SA_SIGINFO))
     rig.signals.send(rig.proc, SigInfo(USR1), rig.main)
     rig.signals.deliver(rig.main)
     assert rig.ended == [ExitStatus(signal=signal.SIGSEGV)]
-    assert "no SA_RESTORER" in capsys.readouterr().err
+    assert any("no SA_RESTORER" in line for line in rig.diagnostics())
 
 
 def test_aarch64_returns_through_the_trampoline_page() -> None:

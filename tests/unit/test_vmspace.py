@@ -200,13 +200,13 @@ def test_remove_of_nothing_mapped_does_not_flush(mem):
     assert mem.tlb_changes == []
 
 
-def test_remove_reports_code_only_for_executable_mappings(mem):
+def test_remove_asks_to_invalidate_just_what_it_removed(mem):
     mem.map_anon(BASE, 2, RW)
     mem.map_anon(BASE + 4 * P, 2, RX)
     mem.space.remove(BASE, BASE + 2 * P)
-    assert mem.tlb_changes == [False]
-    mem.space.remove(BASE + 4 * P, BASE + 5 * P)
-    assert mem.tlb_changes == [False, True]
+    assert mem.tlb_changes == [(BASE, BASE + 2 * P)]
+    mem.space.remove(BASE + 3 * P, BASE + 5 * P)        # only BASE+4P.. is mapped there
+    assert mem.tlb_changes == [(BASE, BASE + 2 * P), (BASE + 4 * P, BASE + 5 * P)]
 
 
 def test_release_all_frees_everything(mem):
@@ -218,7 +218,7 @@ def test_release_all_frees_everything(mem):
     assert list(mem.space.mappings()) == []
     assert mem.frames.in_use == 0
     assert len(mem.space.page_table) == 0
-    assert mem.tlb_changes == [True]
+    assert mem.tlb_changes == [(BASE, MMAP_BASE)]
 
 
 # ---- protect ----
@@ -237,7 +237,7 @@ def test_protect_the_middle_splits_and_changes_only_those_ptes(mem):
     assert [perms[BASE + i * P] for i in range(8)] == [PTE_READ | PTE_WRITE] * 2 + [PTE_READ] * 3 \
         + [PTE_READ | PTE_WRITE] * 3
     assert mem.frames.in_use == 8                     # protecting keeps the pages
-    assert mem.tlb_changes == [False]
+    assert mem.tlb_changes == [(BASE + 2 * P, BASE + 5 * P)]
 
 
 def test_protect_keeps_frames_and_modified_bits(mem):
@@ -268,16 +268,17 @@ def test_protect_across_two_mappings(mem):
                                 (BASE + 6 * P, BASE + 8 * P, PROT_READ)]
 
 
-@pytest.mark.parametrize("old, new, code", [
-    (RW, PROT_READ, False),
-    (RW, RX, True),            # becoming executable
-    (RX, PROT_READ, True),     # losing exec: translated code must go
-    (RX, RX | PROT_WRITE, True),
+@pytest.mark.parametrize("old, new, lowered", [
+    (RW, PROT_READ, True),     # losing write
+    (RW, RX, True),            # losing write, gaining exec
+    (RX, PROT_READ, True),     # losing exec
+    (RX, RX | PROT_WRITE, False),   # only gaining: cached translations stay valid
+    (PROT_READ, RW, False),
 ])
-def test_protect_reports_whether_code_changed(mem, old, new, code):
+def test_protect_invalidates_only_when_permissions_are_lowered(mem, old, new, lowered):
     mem.map_anon(BASE, 2, old)
     mem.space.protect(BASE, BASE + 2 * P, new)
-    assert mem.tlb_changes == [code]
+    assert mem.tlb_changes == ([(BASE, BASE + 2 * P)] if lowered else [])
 
 
 def test_protect_of_a_whole_mapping_does_not_split(mem):
@@ -303,7 +304,7 @@ def test_discard_drops_pages_but_keeps_the_mapping(mem):
     assert list(mem.space.mappings()) == [m]
     assert present(mem.space, BASE, BASE + 4 * P) == [BASE, BASE + 3 * P]
     assert mem.frames.in_use == 2
-    assert mem.tlb_changes == [False]
+    assert mem.tlb_changes == [(BASE + P, BASE + 3 * P)]
 
 
 def test_discarded_anonymous_page_reads_back_as_zeros(mem):
@@ -317,8 +318,16 @@ def test_discarded_anonymous_page_reads_back_as_zeros(mem):
     assert mem.ram.read(frame << 12, 5) == bytes(5)
 
 
-def test_discard_of_executable_pages_reports_a_code_change(mem):
+def test_freeing_executable_pages_drops_their_translated_code(mem):
+    freed: list[int] = []
+    mem.frames.on_code_freed = freed.append
     mem.map_anon(BASE, 2, RX | PROT_WRITE)
+    mem.map_anon(BASE + 4 * P, 1, RW)
     mem.populate(BASE, BASE + 2 * P)
+    mem.populate(BASE + 4 * P, BASE + 5 * P)
+    code = [mem.space.page_table.lookup((BASE >> 12) + i).frame for i in range(2)]
+    assert all(mem.frames.is_code(f) for f in code)
     mem.space.discard(BASE, BASE + 2 * P)
-    assert mem.tlb_changes == [True]
+    mem.space.remove(BASE + 4 * P, BASE + 5 * P)          # a data page: no code to drop
+    assert mem.tlb_changes == [(BASE, BASE + 2 * P), (BASE + 4 * P, BASE + 5 * P)]
+    assert freed == code and not any(mem.frames.is_code(f) for f in code)

@@ -1,22 +1,48 @@
-/* The emulator's hot paths in C: page-table storage and walk (TLB fill),
- * per-block instruction/cycle accounting and stop deadlines.
+/* The emulator's hot paths in C: page-table storage and walk (TLB fill), per-block
+ * instruction/cycle accounting, stop points (deadline, instruction budget, breakpoints),
+ * system-call capture, ranged TLB invalidation and code invalidation by frame.
  *
- * Unicorn's entry points are never linked: Python hands us the addresses of
- * uc_hook_add and uc_emu_stop from the libunicorn it loaded (fp_attach), so
- * this module survives pip's build isolation and any install location.
+ * Unicorn's entry points are never linked: Python hands us their addresses from the
+ * libunicorn it loaded (fp_attach), so this module survives pip's build isolation and
+ * any install location.
  *
  * Invariants:
  *  - a page table maps a virtual page number to at most one PTE;
  *  - the fill hook never changes a page table: a miss only records the fault;
- *  - a block's cost is computed once (by Python, with capstone) and cached
- *    until fp_blocks_clear;
- *  - last_block points at a copy of the executing block's cost, valid until
- *    the next block starts (a recent-cache slot is only rewritten on entry). */
+ *  - a block is charged when it is about to execute, never when a stop point keeps it
+ *    from executing (a stop requested in the block hook exits before the block's first
+ *    instruction: Unicorn emits the hook ahead of the TB's exit-request check);
+ *  - a block's cost is computed once (by Python, with capstone) per (physical address,
+ *    size) and cached until the frame is invalidated;
+ *  - last_block points at a copy of the executing block's cost, valid until the next
+ *    block starts (a recent-cache slot is only rewritten on entry). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdbool.h>
+#include <sys/time.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <dlfcn.h>
 #include "fastpath.h"
+
+/* indices of fp_state.fn: Unicorn's entry points */
+enum { FN_HOOK_ADD, FN_EMU_START, FN_EMU_STOP, FN_REG_READ, FN_REG_WRITE, FN_REG_READ_BATCH,
+       FN_TLB_FLUSH_ALL, FN_TLB_FLUSH_PAGE, FN_TB_INVALIDATE, FN_COUNT };
+
+typedef int (*uc_hook_add_fn)(void *uc, size_t *hh, int type, void *cb,
+                              void *user_data, uint64_t begin, uint64_t end, ...);
+typedef int (*uc_emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout,
+                               size_t count);
+typedef int (*uc_emu_stop_fn)(void *uc);
+typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
+typedef int (*uc_reg_write_fn)(void *uc, int regid, const void *value);
+typedef int (*uc_reg_read_batch_fn)(void *uc, int const *regs, void **vals, int count);
+typedef void (*tlb_flush_all_fn)(void *uc);                     /* tcg_flush_softmmu_tlb */
+typedef void (*tlb_flush_page_fn)(void *cpu, uint64_t vaddr);   /* tlb_flush_page */
+typedef void (*tb_invalidate_fn)(void *uc, uint64_t start, uint64_t end);
+
+#define CALL(st, type, idx) ((type)(st)->fn[idx])
 
 /* ---- page tables: open addressing, linear probing, key = vpn + 1 ---- */
 
@@ -132,45 +158,85 @@ uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi,
     uint64_t n = 0;
     for (uint64_t j = 0; j < pt->cap && n < max; j++) {
         uint64_t k = pt->keys[j];
-        if (k && !(k >> 60) && k - 1 >= lo && k - 1 < hi) {   /* small pages only */ out[2 * n] = k - 1; out[2 * n + 1] = pt->ptes[j]; n++; }
+        if (k && !(k >> 60) && k - 1 >= lo && k - 1 < hi) {   /* small pages only */
+            out[2 * n] = k - 1; out[2 * n + 1] = pt->ptes[j]; n++;
+        }
     }
     return n;
 }
 
-/* ---- block cost cache (per engine): key = (pc, size) ----
- * A direct-mapped array of recent blocks answers almost every lookup with one
- * compare; behind it an open-addressing table keeps every block seen. */
+/* The PTE translating `vaddr` in `pt` (small or large) and the byte offset of vaddr's
+ * page inside a large page; 0 if none. */
+static inline uint64_t pt_translate(const fp_state *st, const fp_pagetable *pt, uint64_t vaddr,
+                                    uint64_t *offset) {
+    uint64_t vpn = vaddr >> 12, pte = pt_get_key(pt, vpn + 1);
+    *offset = 0;
+    for (int k = 0; !(pte & FP_PTE_VALID) && k < 2 && st->large_shift[k]; k++) {
+        unsigned shift = st->large_shift[k];
+        pte = pt_get_key(pt, large_key(vpn, shift));
+        *offset = vaddr & ((1ULL << shift) - 1) & ~0xFFFULL;
+    }
+    return pte;
+}
 
-static fp_block *block_slot(fp_state *st, uint64_t pc, uint32_t size) {
+/* ---- block cost cache (per engine): key = (paddr, size) ----
+ * A direct-mapped array of recent blocks (by virtual pc, reset when the address space
+ * changes) answers almost every lookup with one compare; behind it an open-addressing
+ * table keeps every block seen, by physical address. */
+
+static fp_block *block_slot(fp_state *st, uint64_t paddr, uint32_t size) {
     fp_block *slots = st->blocks;
-    uint64_t mask = st->blocks_cap - 1, i = hash64(pc ^ ((uint64_t)size << 48)) & mask;
-    while (slots[i].size && !(slots[i].pc == pc && slots[i].size == size)) i = (i + 1) & mask;
+    uint64_t mask = st->blocks_cap - 1, i = hash64(paddr ^ ((uint64_t)size << 48)) & mask;
+    while (slots[i].size && !(slots[i].paddr == paddr && slots[i].size == size))
+        i = (i + 1) & mask;
     return &slots[i];
+}
+
+static int blocks_rehash(fp_state *st, uint64_t newcap) {
+    uint64_t oldcap = st->blocks_cap;
+    fp_block *old = st->blocks, *fresh = calloc(newcap, sizeof(fp_block));
+    if (!fresh) return -1;
+    st->blocks = fresh;
+    st->blocks_cap = newcap;
+    st->blocks_count = 0;
+    for (uint64_t j = 0; j < oldcap; j++)
+        if (old[j].size) { *block_slot(st, old[j].paddr, old[j].size) = old[j]; st->blocks_count++; }
+    free(old);
+    return 0;
 }
 
 static int blocks_reserve(fp_state *st) {
     if (st->blocks && (st->blocks_count + 1) * 2 <= st->blocks_cap) return 0;
-    uint64_t oldcap = st->blocks_cap;
-    fp_block *old = st->blocks, *fresh = calloc(oldcap ? oldcap * 2 : 4096, sizeof(fp_block));
-    if (!fresh) return -1;
-    st->blocks = fresh;
-    st->blocks_cap = oldcap ? oldcap * 2 : 4096;
-    for (uint64_t j = 0; j < oldcap; j++)
-        if (old[j].size) *block_slot(st, old[j].pc, old[j].size) = old[j];
-    free(old);
-    return 0;
+    return blocks_rehash(st, st->blocks_cap ? st->blocks_cap * 2 : 4096);
 }
 
 static inline fp_block *recent_slot(fp_state *st, uint64_t pc) {
     return &st->recent[(pc ^ (pc >> 10)) & (FP_RECENT_BLOCKS - 1)];
 }
 
-/* Forget every cached block cost (code changed or was unmapped). */
+/* Forget the recent-block cache (the address space changed, or code was invalidated). */
+void fp_recent_clear(fp_state *st) {
+    memset(st->recent, 0, sizeof st->recent);
+    st->last_block = NULL;
+}
+
+/* Forget every cached block cost. */
 void fp_blocks_clear(fp_state *st) {
     if (st->blocks) memset(st->blocks, 0, st->blocks_cap * sizeof(fp_block));
-    memset(st->recent, 0, sizeof st->recent);
     st->blocks_count = 0;
-    st->last_block = NULL;
+    fp_recent_clear(st);
+}
+
+/* Forget the cached costs of blocks that start in [paddr_lo, paddr_hi); returns how many. */
+uint64_t fp_blocks_forget(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi) {
+    uint64_t n = 0;
+    for (uint64_t j = 0; j < st->blocks_cap; j++)
+        if (st->blocks[j].size && st->blocks[j].paddr >= paddr_lo && st->blocks[j].paddr < paddr_hi) {
+            st->blocks[j].size = 0; n++;
+        }
+    if (n) { st->blocks_count -= n; blocks_rehash(st, st->blocks_cap); }
+    fp_recent_clear(st);
+    return n;
 }
 
 /* Free the engine-private memory of a state (before the state itself). */
@@ -179,22 +245,67 @@ void fp_state_release(fp_state *st) {
     st->blocks = NULL; st->blocks_cap = st->blocks_count = 0;
 }
 
-/* ---- hooks ---- */
+/* ---- Python callbacks (emu/cpu/fastpath.py) ---- */
 
-typedef int (*uc_hook_add_fn)(void *uc, size_t *hh, int type, void *cb,
-                              void *user_data, uint64_t begin, uint64_t end, ...);
-typedef int (*uc_emu_stop_fn)(void *uc);
-
-/* Implemented in Python (emu/cpu/fastpath.py): cost a block seen for the first time. */
-static int fp_cost_block(void *handle, uint64_t pc, uint32_t size, uint32_t *icount, uint32_t *cycles);
-/* Implemented in Python: complete a fault without leaving the CPU when the kernel can prove
- * that no other guest thread would run meanwhile; returns 1 when the page is now mapped. */
+/* Cost a block seen for the first time. */
+static int fp_cost_block(void *handle, uint64_t pc, uint64_t paddr, uint32_t size,
+                         uint32_t *icount, uint32_t *cycles);
+/* A system call marked inline_ok: 1 = handled (*result is the return value), 0 = the
+ * CPU must stop for it, -1 = the callback failed. */
+static int fp_syscall(void *handle, int64_t *result);
+/* A refused fill, offered to the kernel before the CPU stops (inline_faults): 0 = stop,
+ * 1 = the fault was completed and the access may be retried, 2 = completed, but stop
+ * here now (stop_reason is set). */
 static int fp_fault(void *handle, uint64_t vaddr, int access);
 
+/* ---- the simulated clock, as Unicorn sees it ----
+ * QEMU resizes its softmmu TLB on every full flush from the host's wall clock (100 ms
+ * windows, accel/tcg/cputlb.c), which makes the number of TLB fills depend on host
+ * speed. libunicorn's gettimeofday() is pointed at this function instead, so that the
+ * TLB's geometry is a function of the simulated clock of the engine running. */
+
+static fp_state *clock_state;
+
+static int fp_gettimeofday(struct timeval *tv, void *tz) {
+    (void)tz;
+    uint64_t ns = 0;
+    if (clock_state && clock_state->frequency_hz)
+        ns = (uint64_t)((__uint128_t)clock_state->cycles * 1000000000u / clock_state->frequency_hz);
+    if (tv) { tv->tv_sec = (time_t)(ns / 1000000000u); tv->tv_usec = (suseconds_t)(ns % 1000000000u / 1000u); }
+    return 0;
+}
+
+/* Point the GOT slot at `slot` (libunicorn's gettimeofday) at fp_gettimeofday; 0 or -1. */
+int fp_patch_clock(void *slot) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t base = (uintptr_t)slot & ~(uintptr_t)(page - 1);
+    size_t span = (uintptr_t)slot + sizeof(void *) - base > (uintptr_t)page ? 2 * (size_t)page
+                                                                               : (size_t)page;
+    if (mprotect((void *)base, span, PROT_READ | PROT_WRITE) != 0) return -1;
+    *(void **)slot = (void *)fp_gettimeofday;
+    return 0;
+}
+
+/* The load address of the shared object that contains `symbol` (0 if unknown). */
+uint64_t fp_object_base(void *symbol) {
+    Dl_info info;
+    if (!dladdr(symbol, &info)) return 0;
+    return (uint64_t)(uintptr_t)info.dli_fbase;
+}
+
+/* ---- hooks ---- */
+
+#define UC_HOOK_INTR_ 1
+#define UC_HOOK_INSN_ 2
 #define UC_HOOK_BLOCK_ 8
 #define UC_HOOK_TLB_FILL_ 131072
 
 typedef struct { uint64_t paddr; uint32_t perms; } uc_tlb_entry_;
+
+static inline void request_stop(fp_state *st, void *uc, int reason) {
+    if (st->stop_reason == FP_STOP_NONE) st->stop_reason = reason;
+    CALL(st, uc_emu_stop_fn, FN_EMU_STOP)(uc);
+}
 
 static inline int access_perm(int access) {
     return access == FP_ACCESS_WRITE ? FP_PTE_WRITE
@@ -203,12 +314,7 @@ static inline int access_perm(int access) {
 
 static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tlb_entry_ *entry) {
     if (!st->pt) return false;
-    uint64_t vpn = vaddr >> 12, pte = pt_get_key(st->pt, vpn + 1), offset = 0;
-    for (int k = 0; !(pte & FP_PTE_VALID) && k < 2 && st->large_shift[k]; k++) {
-        unsigned shift = st->large_shift[k];
-        pte = pt_get_key(st->pt, large_key(vpn, shift));
-        offset = vaddr & ((1ULL << shift) - 1) & ~0xFFFULL;   /* page within the large page */
-    }
+    uint64_t offset, pte = pt_translate(st, st->pt, vaddr, &offset);
     if (!(pte & FP_PTE_VALID) || !(pte & access_perm(access))) return false;
     entry->paddr = ((pte & FP_PTE_ADDR_MASK) + offset) | (vaddr & 0xFFF);
     entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
@@ -217,63 +323,214 @@ static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tl
     return true;
 }
 
-static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access,
-                          uc_tlb_entry_ *entry, void *user) {
+static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access, uc_tlb_entry_ *entry, void *user) {
     fp_state *st = user;
-    (void)uc;
     if (fill_from_pte(st, vaddr, access, entry)) return true;
-    if (st->inline_faults && fp_fault(st->cost_handle, vaddr, access)
-            && fill_from_pte(st, vaddr, access, entry))
-        return true;
     st->tlb_misses++;
     st->fault_vaddr = vaddr;
     st->fault_access = access;
-    st->stop_reason = FP_STOP_FAULT;
+    if (st->inline_faults) {
+        /* Unicorn restored the precise guest PC before calling us: the faulting instruction */
+        CALL(st, uc_reg_read_fn, FN_REG_READ)(uc, st->pc_reg, &st->stop_pc);
+        int done = fp_fault(st->py_handle, vaddr, access);
+        if (done == 1 && fill_from_pte(st, vaddr, access, entry)) return true;
+        if (done == 2) return false;        /* stop_reason set by the kernel */
+    }
+    if (st->stop_reason == FP_STOP_NONE) st->stop_reason = FP_STOP_FAULT;
     return false;
 }
 
 /* First execution of a block since the recent cache lost it: find or cost it. */
 __attribute__((noinline)) static fp_block *block_miss(fp_state *st, uint64_t pc, uint32_t size) {
     fp_block *recent = recent_slot(st, pc);
-    fp_block *b = st->blocks ? block_slot(st, pc, size) : NULL;
+    uint64_t offset, pte = st->pt ? pt_translate(st, st->pt, pc, &offset) : 0;
+    /* a block that runs has a translation; without one (never expected) key it by pc */
+    uint64_t paddr = (pte & FP_PTE_VALID) ? ((pte & FP_PTE_ADDR_MASK) + offset) | (pc & 0xFFF)
+                                          : pc | (1ULL << 63);
+    fp_block *b = st->blocks ? block_slot(st, paddr, size) : NULL;
     if (!b || !b->size) {
         uint32_t icount = 0, cycles = 0;
-        fp_cost_block(st->cost_handle, pc, size, &icount, &cycles);
+        if (fp_cost_block(st->py_handle, pc, paddr, size, &icount, &cycles) != 0)
+            request_stop(st, st->uc, FP_STOP_CALLBACK);
         st->block_misses++;
         if (blocks_reserve(st) == 0) {
-            b = block_slot(st, pc, size);
-            b->pc = pc; b->size = size; b->icount = icount; b->cycles = cycles;
+            b = block_slot(st, paddr, size);
+            b->paddr = paddr; b->size = size; b->icount = icount; b->cycles = cycles;
             st->blocks_count++;
         } else {            /* out of memory: cost it again next time */
-            recent->pc = pc; recent->size = size; recent->icount = icount; recent->cycles = cycles;
-            return recent;
+            b = recent;
+            b->paddr = paddr; b->size = size; b->icount = icount; b->cycles = cycles;
         }
     }
-    *recent = *b;
+    if (b != recent) *recent = *b;
+    recent->pc = pc;
     return recent;
 }
 
 static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
     fp_state *st = user;
+    if (__builtin_expect(st->cycles >= st->cycle_stop, 0)) {
+        st->stop_pc = pc; request_stop(st, uc, FP_STOP_DEADLINE); return;
+    }
+    if (__builtin_expect(st->instructions >= st->insn_stop, 0)) {
+        st->stop_pc = pc; request_stop(st, uc, FP_STOP_INSN_LIMIT); return;
+    }
     fp_block *b = recent_slot(st, pc);
     if (__builtin_expect(b->pc != pc || b->size != size, 0)) b = block_miss(st, pc, size);
+    if (__builtin_expect(st->n_breakpoints != 0, 0)) {
+        uint64_t inside = UINT64_MAX;
+        for (uint32_t i = 0; i < st->n_breakpoints; i++) {
+            uint64_t bp = st->breakpoints[i];
+            if (bp == pc && pc != st->resume_pc) {
+                st->stop_pc = pc; request_stop(st, uc, FP_STOP_BREAKPOINT); return;
+            }
+            if (bp > pc && bp < pc + size && bp < inside) inside = bp;
+        }
+        if (inside != UINT64_MAX) {
+            st->stop_pc = pc; st->precise_pc = inside; request_stop(st, uc, FP_STOP_PRECISE);
+            return;
+        }
+    }
+    if (__builtin_expect(st->instructions + b->icount > st->insn_stop, 0)) {
+        st->stop_pc = pc; st->precise_pc = 0;       /* Python finds the instruction */
+        request_stop(st, uc, FP_STOP_PRECISE);
+        return;
+    }
+    st->resume_pc = UINT64_MAX;     /* a step over a breakpoint covers one block */
     st->last_block = b;
     st->instructions += b->icount;
     st->cycles += b->cycles;
-    if (__builtin_expect(st->instructions >= st->insn_stop || st->cycles >= st->cycle_stop, 0)
-            && st->stop_reason == FP_STOP_NONE) {
-        st->stop_reason = st->instructions >= st->insn_stop ? FP_STOP_INSN_LIMIT : FP_STOP_DEADLINE;
-        ((uc_emu_stop_fn)st->emu_stop)(uc);
+}
+
+/* A system call: capture its number and arguments, count and charge it; calls marked
+ * inline_ok are handled by Python right here and the CPU goes on. */
+static void syscall_entry(void *uc, fp_state *st) {
+    uint64_t vals[7];
+    void *ptrs[7];
+    for (int i = 0; i < 7; i++) ptrs[i] = &vals[i];
+    CALL(st, uc_reg_read_batch_fn, FN_REG_READ_BATCH)(uc, st->sc_regs, ptrs, 7);
+    st->sc_nr = vals[0];
+    memcpy(st->sc_args, vals + 1, sizeof st->sc_args);
+    st->cycles += st->syscall_cost;
+    if (vals[0] < FP_MAX_SYSCALL) {
+        st->sc_counts[vals[0]]++;
+        if (st->inline_ok[vals[0]]) {
+            int64_t result = 0;
+            int done = fp_syscall(st->py_handle, &result);
+            if (done == 1) {
+                uint64_t value = (uint64_t)result;
+                CALL(st, uc_reg_write_fn, FN_REG_WRITE)(uc, st->sc_ret_reg, &value);
+                return;
+            }
+            if (done < 0) { request_stop(st, uc, FP_STOP_CALLBACK); return; }
+        }
+    }
+    request_stop(st, uc, FP_STOP_SYSCALL);
+}
+
+static void syscall_insn_hook(void *uc, void *user) { syscall_entry(uc, user); }
+
+static void interrupt_hook(void *uc, uint32_t intno, void *user) {
+    fp_state *st = user;
+    if ((int)intno == st->sc_intno) { syscall_entry(uc, st); return; }
+    st->intno = intno;
+    request_stop(st, uc, FP_STOP_EXCEPTION);
+}
+
+/* Install the hooks on an engine and remember its entry points (fns: FN_COUNT addresses;
+ * the TLB and TB entries may be NULL). syscall_insn: the x86 UC_X86_INS_SYSCALL id, or 0.
+ * Returns uc_err (0 = OK). */
+int fp_attach(fp_state *st, void *uc, void **fns, void *py_handle, int syscall_insn) {
+    memcpy(st->fn, fns, sizeof(void *) * FN_COUNT);
+    st->uc = uc;
+    st->py_handle = py_handle;
+    st->resume_pc = UINT64_MAX;
+    uc_hook_add_fn add = CALL(st, uc_hook_add_fn, FN_HOOK_ADD);
+    size_t hh;
+    int err = add(uc, &hh, UC_HOOK_TLB_FILL_, (void *)tlb_fill_hook, st, (uint64_t)1, (uint64_t)0);
+    if (!err) err = add(uc, &hh, UC_HOOK_BLOCK_, (void *)block_hook, st, (uint64_t)1, (uint64_t)0);
+    if (!err) err = add(uc, &hh, UC_HOOK_INTR_, (void *)interrupt_hook, st, (uint64_t)1, (uint64_t)0);
+    if (!err && syscall_insn)
+        err = add(uc, &hh, UC_HOOK_INSN_, (void *)syscall_insn_hook, st, (uint64_t)1, (uint64_t)0,
+                  syscall_insn);
+    return err;
+}
+
+/* The CPUState of an engine, found through the one uc_struct field we know the value of
+ * (tcg_flush_tlb, a pointer to tcg_flush_softmmu_tlb) and checked by the CPUState's
+ * back-pointer to the engine; NULL if the layout is not the expected one. Layout of
+ * Unicorn 2.1.4's struct uc_struct: `cpu` is 9 pointers after `tcg_flush_tlb`. */
+void *fp_find_cpu(void *uc, void *tcg_flush_tlb) {
+    uint64_t *words = uc;
+    for (int i = 0; i < 256; i++) {
+        if (words[i] != (uint64_t)(uintptr_t)tcg_flush_tlb) continue;
+        uint64_t *cpu = (uint64_t *)(uintptr_t)words[i + 9];
+        if (!cpu) return NULL;
+        for (int j = 0; j < 65536; j++)
+            if (cpu[j] == (uint64_t)(uintptr_t)uc) return cpu;
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Run guest code from `begin` until a hook stops it or `until` is reached; records the PC
+ * in stop_pc and returns uc_err. */
+int fp_run(fp_state *st, uint64_t begin, uint64_t until) {
+    clock_state = st;
+    st->stop_reason = FP_STOP_NONE;
+    int err = CALL(st, uc_emu_start_fn, FN_EMU_START)(st->uc, begin, until, 0, 0);
+    CALL(st, uc_reg_read_fn, FN_REG_READ)(st->uc, st->pc_reg, &st->stop_pc);
+    return err;
+}
+
+/* Drop every translation cached in Unicorn's TLB. */
+void fp_tlb_flush(fp_state *st) {
+    clock_state = st;
+    CALL(st, tlb_flush_all_fn, FN_TLB_FLUSH_ALL)(st->uc);
+    st->tlb_flushes++;
+}
+
+/* Drop the cached translations of the virtual pages in [start, end): page by page up to
+ * FP_FLUSH_CEILING pages (when the CPUState is known), else everything. */
+void fp_tlb_flush_range(fp_state *st, uint64_t start, uint64_t end) {
+    uint64_t pages = (end - start + 0xFFF) >> 12;
+    if (!st->cpu || !st->fn[FN_TLB_FLUSH_PAGE] || pages > FP_FLUSH_CEILING) {
+        fp_tlb_flush(st);
+        return;
+    }
+    clock_state = st;
+    for (uint64_t va = start & ~0xFFFULL; va < end; va += 0x1000) {
+        CALL(st, tlb_flush_page_fn, FN_TLB_FLUSH_PAGE)(st->cpu, va);
+        st->tlb_page_flushes++;
     }
 }
 
-/* Install the TLB-fill and block hooks on an engine. Returns uc_err (0 = OK). */
-int fp_attach(void *uc, void *hook_add, void *emu_stop, fp_state *st, void *cost_handle) {
-    uc_hook_add_fn add = (uc_hook_add_fn)hook_add;
-    size_t hh;
-    st->emu_stop = emu_stop;
-    st->cost_handle = cost_handle;
-    int err = add(uc, &hh, UC_HOOK_TLB_FILL_, (void *)tlb_fill_hook, st, (uint64_t)1, (uint64_t)0);
-    if (err) return err;
-    return add(uc, &hh, UC_HOOK_BLOCK_, (void *)block_hook, st, (uint64_t)1, (uint64_t)0);
+/* Drop the translated code and the block costs of the physical frames [first, first+n):
+ * their contents are about to change (freed for reuse, or written by the kernel). */
+void fp_code_invalidate(fp_state *st, uint64_t first_frame, uint64_t n) {
+    uint64_t lo = first_frame << 12, hi = (first_frame + n) << 12;
+    clock_state = st;
+    if (st->fn[FN_TB_INVALIDATE]) CALL(st, tb_invalidate_fn, FN_TB_INVALIDATE)(st->uc, lo, hi);
+    fp_blocks_forget(st, lo, hi);
+}
+
+/* Drop the translated code of [paddr_lo, paddr_hi) only (the code is unchanged: its block
+ * costs stay), so that it is translated again, for instance with a stop point inside. */
+void fp_tb_invalidate(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi) {
+    clock_state = st;
+    if (st->fn[FN_TB_INVALIDATE]) CALL(st, tb_invalidate_fn, FN_TB_INVALIDATE)(st->uc, paddr_lo, paddr_hi);
+    fp_recent_clear(st);
+}
+
+/* The physical address `vaddr` translates to in the running space, or UINT64_MAX. */
+uint64_t fp_translate(fp_state *st, uint64_t vaddr) {
+    uint64_t offset, pte = st->pt ? pt_translate(st, st->pt, vaddr, &offset) : 0;
+    if (!(pte & FP_PTE_VALID)) return UINT64_MAX;
+    return ((pte & FP_PTE_ADDR_MASK) + offset) | (vaddr & 0xFFF);
+}
+
+/* Switch the fill hook to another address space's table (NULL: none). */
+void fp_set_page_table(fp_state *st, fp_pagetable *pt) {
+    st->pt = pt;
+    fp_recent_clear(st);
 }

@@ -1,14 +1,18 @@
 """System call dispatch: Linux numbers of the guest's architecture → handler functions.
 
-Handlers take a `SyscallContext` and the raw argument registers and return
-the result; they signal failure by raising OSError (its errno becomes
--errno) or BadAddress (EFAULT). An unknown call returns ENOSYS and is named
-once on stderr.
+Handlers take a `SyscallContext` and the raw argument registers and return the
+result; they signal failure by raising OSError (its errno becomes -errno) or
+BadAddress (EFAULT). An unknown call returns ENOSYS and is named once (a
+Diagnostic event). A handler sees the kernel only through the small per-family
+interfaces of its context (`ctx.threads`, `ctx.clock`, `ctx.memory`,
+`ctx.signals`, `ctx.family`), never the kernel as a whole.
+
+Handlers registered with `inline=True` cannot block, switch threads or change
+the address space: the CPU's system-call hook runs them without stopping.
 """
 from __future__ import annotations
 
 import errno
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -17,38 +21,34 @@ from emu.kernel.syscalls.numbers import SYS_THREADCTL, TABLES, names_by_number
 from emu.mm.uaccess import BadAddress, UserMemory
 
 if TYPE_CHECKING:
+    from emu.kernel.clock import Clock
+    from emu.kernel.family import Family
     from emu.kernel.futex import FutexTable
+    from emu.kernel.io import BackingStore
+    from emu.kernel.residency import Residency
     from emu.kernel.sched import Scheduler
     from emu.kernel.sigdeliver import SignalDelivery
     from emu.kernel.timers import TimerQueue
-    from emu.kernel.device import BlockDevice
-    from emu.kernel.family import Family
-    from emu.kernel.residency import Residency
-    from emu.mm.pager import Pager
-    from emu.profile import Profile
+    from emu.kernel.waits import Waits
+    from emu.mm.pagecache import PageCache
 
 
-class KernelServices(Protocol):
-    """What system calls may ask of the kernel beyond their own process."""
+class ThreadServices(Protocol):
+    """What thread, futex, scheduling and sleeping calls use."""
 
     sched: Scheduler
-    pager: Pager
-    residency: Residency            # mlock & co, MAP_POPULATE, superlocking
-    family: Family                  # fork, execve, wait
-    device: BlockDevice
-    timers: TimerQueue
     futexes: FutexTable
-    profile: Profile
-    signals: SignalDelivery
+    timers: TimerQueue
+
+    @property
+    def default_priority(self) -> int:
+        """Priority of SCHED_OTHER threads."""
 
     def exit_thread(self, thread: Thread, code: int) -> None:
         """End one thread."""
 
     def exit_group(self, proc: Process, code: int) -> None:
         """End every thread of a process with exit code `code`."""
-
-    def kill(self, proc: Process, signo: int) -> None:
-        """Terminate a process by a signal, whatever its disposition."""
 
     def clone_thread(self, parent: Thread, stack: int, tls: int | None) -> Thread:
         """A new thread continuing from the parent's system call with result 0."""
@@ -66,42 +66,64 @@ class KernelServices(Protocol):
     def get_tls(self) -> int:
         """The running thread's TLS base register."""
 
-    def now_ns(self) -> int:
-        """Simulated time since boot, in nanoseconds."""
-
     def random_bytes(self, n: int) -> bytes:
         """`n` reproducible pseudo-random bytes."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class MemoryServices:
+    """What the mmap family, msync, mlock & co and file I/O use."""
+
+    page_cache: PageCache
+    residency: Residency
+    store: BackingStore
+    waits: Waits
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every family's interface, built once by the machine."""
+
+    threads: ThreadServices
+    clock: Clock
+    memory: MemoryServices
+    signals: SignalDelivery
+    family: Family
+
+
 class SyscallContext:
-    """What one system call runs with."""
+    """What one system call runs with: the caller and the per-family interfaces."""
 
-    proc: Process
-    thread: Thread
-    kernel: KernelServices
+    __slots__ = ("proc", "thread", "mem", "arch", "threads", "clock", "memory", "signals",
+                 "family")
 
-    @property
-    def mem(self) -> UserMemory:
-        """The calling process's memory."""
-        return self.proc.mem
-
-    @property
-    def arch(self) -> str:
-        """The calling process's architecture name."""
-        return self.proc.arch
+    def __init__(self, proc: Process, thread: Thread, services: Services) -> None:
+        """The context of a call made by `thread` of `proc`."""
+        self.proc = proc
+        self.thread = thread
+        self.mem: UserMemory = proc.mem
+        self.arch: str = proc.arch
+        self.threads = services.threads
+        self.clock = services.clock
+        self.memory = services.memory
+        self.signals = services.signals
+        self.family = services.family
 
 
 Handler = Callable[..., int | None]
 _HANDLERS: dict[str, Handler] = {}
+_INLINE: set[str] = set()
 
 
-def syscall(*names: str) -> Callable[[Handler], Handler]:
-    """Register a handler for the named system calls."""
+def syscall(*names: str, inline: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler for the named system calls (`inline`: it may run inside the CPU's
+    hook: it never blocks, switches threads or changes mappings, and always returns an int)."""
     def register(fn: Handler) -> Handler:
         for name in names:
             assert name not in _HANDLERS, f"two handlers for {name}"
             _HANDLERS[name] = fn
+            if inline:
+                _INLINE.add(name)
         return fn
     return register
 
@@ -117,6 +139,10 @@ def to_int32(value: int) -> int:
     return value - (1 << 32) if value & (1 << 31) else value
 
 
+UnknownCall = Callable[[str, int, str], None]
+"""(name, number, arch): an unknown system call, the first time it is made."""
+
+
 @dataclass
 class SyscallTable:
     """One architecture's number → handler table."""
@@ -124,32 +150,43 @@ class SyscallTable:
     arch: str
     handlers: dict[int, Handler] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    inline: tuple[int, ...] = ()
     reported: set[int] = field(default_factory=set)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)   # calls the CPU does not count
+    on_unknown: UnknownCall | None = None
 
     @classmethod
-    def for_arch(cls, arch: str) -> SyscallTable:
+    def for_arch(cls, arch: str, on_unknown: UnknownCall | None = None) -> SyscallTable:
         """The table of `arch` with every registered handler."""
         from emu.kernel.syscalls import (family, fs, fsmeta, memory, proc,  # noqa: F401
                                          signals, threads)                  # (registers)
-        table = cls(arch=arch, names=names_by_number(arch))
+        table = cls(arch=arch, names=names_by_number(arch), on_unknown=on_unknown)
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:
                 table.handlers[nr] = _HANDLERS[name]
         if "ThreadCtl" in _HANDLERS:
             table.handlers[SYS_THREADCTL] = _HANDLERS["ThreadCtl"]
+        table.inline = tuple(sorted(nr for nr, name in table.names.items()
+                                    if name in _INLINE and nr in table.handlers))
         return table
 
-    def dispatch(self, ctx: SyscallContext, nr: int, args: tuple[int, ...]) -> int | None:
-        """Run system call `nr`; returns the value for the return register (None: none)."""
-        name = self.names.get(nr, f"syscall_{nr}")
-        self.counts[name] = self.counts.get(name, 0) + 1
+    def name_of(self, nr: int) -> str:
+        """The call's name ('syscall_N' if unknown)."""
+        return self.names.get(nr, f"syscall_{nr}")
+
+    def dispatch(self, ctx: SyscallContext, nr: int, args: tuple[int, ...],
+                 counted: bool = True) -> int | None:
+        """Run system call `nr`; returns the value for the return register (None: none).
+        `counted`: the CPU already counted it (every call below FP_MAX_SYSCALL)."""
+        if not counted:
+            name = self.name_of(nr)
+            self.counts[name] = self.counts.get(name, 0) + 1
         handler = self.handlers.get(nr)
         if handler is None:
             if nr not in self.reported:
                 self.reported.add(nr)
-                print(f"emu: unimplemented system call {name} ({nr}) on {self.arch}: "
-                      "returning ENOSYS", file=sys.stderr)
+                if self.on_unknown is not None:
+                    self.on_unknown(self.name_of(nr), nr, self.arch)
             return -errno.ENOSYS
         try:
             return handler(ctx, *args)
@@ -157,3 +194,9 @@ class SyscallTable:
             return -errno.EFAULT
         except OSError as exc:
             return -(exc.errno or errno.EIO)
+
+    def dispatch_inline(self, ctx: SyscallContext, nr: int, args: tuple[int, ...]) -> int:
+        """Run an inline system call (see `syscall(inline=True)`); its result."""
+        result = self.dispatch(ctx, nr, args)
+        assert result is not None, f"inline system call {self.name_of(nr)} gave no result"
+        return result

@@ -14,7 +14,7 @@ _MAX_ARGS = 4096
 
 def clone_process(ctx: SyscallContext, flags: int, ptid: int, ctid: int) -> int:
     """clone without CLONE_THREAD: a new process (fork), or vfork with CLONE_VFORK."""
-    child = ctx.kernel.family.fork(ctx.thread, vfork=bool(flags & CLONE_VFORK))
+    child = ctx.family.fork(ctx.thread, vfork=bool(flags & CLONE_VFORK))
     if flags & CLONE_PARENT_SETTID:
         ctx.mem.write(ptid, struct.pack("<i", child.tid))
     if flags & CLONE_CHILD_SETTID:
@@ -27,13 +27,13 @@ def clone_process(ctx: SyscallContext, flags: int, ptid: int, ctid: int) -> int:
 @syscall("fork")
 def sys_fork(ctx: SyscallContext, *_: int) -> int:
     """fork(2) (x86-64 only): a copy-on-write copy of this process."""
-    return ctx.kernel.family.fork(ctx.thread).tid
+    return ctx.family.fork(ctx.thread).tid
 
 
 @syscall("vfork")
 def sys_vfork(ctx: SyscallContext, *_: int) -> int | None:
     """vfork(2) (x86-64 only): fork, the parent waiting until the child execs or exits."""
-    ctx.kernel.family.fork(ctx.thread, vfork=True)
+    ctx.family.fork(ctx.thread, vfork=True)
     return None
 
 
@@ -57,7 +57,7 @@ def sys_execve(ctx: SyscallContext, path_ptr: int, argv_ptr: int, envp_ptr: int,
     argv, envp = _string_array(ctx, argv_ptr), _string_array(ctx, envp_ptr)
     root = ctx.proc.root
     canon = root.canonical(path, ctx.proc.cwd, exe=ctx.proc.exe_path)
-    return ctx.kernel.family.exec(ctx.thread, canon, root.host_path(canon), argv, envp)
+    return ctx.family.exec(ctx.thread, canon, root.host_path(canon), argv, envp)
 
 
 @syscall("wait4")
@@ -69,7 +69,7 @@ def sys_wait4(ctx: SyscallContext, pid: int, status: int, options: int, rusage: 
         return -errno.EINVAL             # process groups are not modelled
     if rusage:
         ctx.mem.write(rusage, bytes(144))
-    return ctx.kernel.family.wait(ctx.thread, pid, status, options, siginfo=False)
+    return ctx.family.wait(ctx.thread, pid, status, options, siginfo=False)
 
 
 @syscall("waitid")
@@ -80,4 +80,4 @@ def sys_waitid(ctx: SyscallContext, idtype: int, ident: int, infop: int, options
     if idtype not in (P_ALL, P_PID) or not options & WEXITED or options & ~(WEXITED | WNOHANG):
         return -errno.EINVAL
     pid = -1 if idtype == P_ALL else to_int32(ident)
-    return ctx.kernel.family.wait(ctx.thread, pid, infop, options, siginfo=True)
+    return ctx.family.wait(ctx.thread, pid, infop, options, siginfo=True)

@@ -4,12 +4,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat as stat_mod
 import struct
 import termios
 
 from emu.kernel.files import O_CLOEXEC, OpenFile, host_open_flags
-from emu.mm.pagecache import CachedFile
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 
 AT_FDCWD = -100
@@ -134,50 +132,11 @@ def sys_pipe(ctx: SyscallContext, fds_ptr: int, *_: int) -> int:
 
 # ---- data ----
 
-def _cached(ctx: SyscallContext, host_fd: int) -> CachedFile | None:
-    """The page-cache entry of a regular file that has been mapped, if any."""
-    return ctx.kernel.pager.page_cache.lookup(host_fd)
-
-
-def _file_read(ctx: SyscallContext, host_fd: int, count: int, offset: int | None) -> bytes:
-    """Read from a host descriptor (at `offset`, or its position), seeing mapped pages' writes."""
-    if offset is None:
-        cached = _cached(ctx, host_fd) if _is_regular(host_fd) else None
-        position = os.lseek(host_fd, 0, os.SEEK_CUR) if cached else 0
-        data = os.read(host_fd, count)
-    else:
-        cached = _cached(ctx, host_fd)
-        position = offset
-        data = os.pread(host_fd, count, offset)
-    return cached.overlay(position, data) if cached else data
-
-
-def _file_write(ctx: SyscallContext, host_fd: int, data: bytes, offset: int | None) -> int:
-    """Write to a host descriptor (at `offset`, or its position), updating cached pages too."""
-    if offset is None:
-        cached = _cached(ctx, host_fd) if _is_regular(host_fd) else None
-        position = 0
-        if cached:
-            appending = fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_APPEND
-            position = os.fstat(host_fd).st_size if appending else os.lseek(host_fd, 0, os.SEEK_CUR)
-        written = os.write(host_fd, data)
-    else:
-        cached = _cached(ctx, host_fd)
-        position = offset
-        written = os.pwrite(host_fd, data, offset)
-    if cached:
-        cached.update(position, data[:written])
-    return written
-
-
-def _is_regular(host_fd: int) -> bool:
-    return stat_mod.S_ISREG(os.fstat(host_fd).st_mode)
-
-
 @syscall("read")
 def sys_read(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int:
     """Read from a descriptor into guest memory."""
-    data = _file_read(ctx, ctx.proc.fds.get(to_int32(fd)).host_fd, min(count, _IO_CHUNK), None)
+    data = ctx.memory.page_cache.read(ctx.proc.fds.get(to_int32(fd)).host_fd,
+                                      min(count, _IO_CHUNK), None)
     ctx.mem.write(buf, data)
     return len(data)
 
@@ -186,13 +145,15 @@ def sys_read(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int
 def sys_write(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int:
     """Write guest memory to a descriptor."""
     file = ctx.proc.fds.get(to_int32(fd))
-    return _file_write(ctx, file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)), None)
+    return ctx.memory.page_cache.write(file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)),
+                                       None)
 
 
 @syscall("pread64")
 def sys_pread64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     """Read at an offset without moving the file position."""
-    data = _file_read(ctx, ctx.proc.fds.get(to_int32(fd)).host_fd, min(count, _IO_CHUNK), offset)
+    data = ctx.memory.page_cache.read(ctx.proc.fds.get(to_int32(fd)).host_fd,
+                                      min(count, _IO_CHUNK), offset)
     ctx.mem.write(buf, data)
     return len(data)
 
@@ -201,7 +162,8 @@ def sys_pread64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int,
 def sys_pwrite64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     """Write at an offset without moving the file position."""
     file = ctx.proc.fds.get(to_int32(fd))
-    return _file_write(ctx, file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)), offset)
+    return ctx.memory.page_cache.write(file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)),
+                                       offset)
 
 
 def _iovecs(ctx: SyscallContext, iov: int, iovcnt: int) -> list[tuple[int, int]]:

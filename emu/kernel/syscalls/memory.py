@@ -56,7 +56,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
             return -errno.EACCES
         if not stat.S_ISREG(os.fstat(file.host_fd).st_mode):
             return -errno.ENODEV
-        cached = ctx.kernel.pager.page_cache.file_for(file.host_fd, file.guest_path)
+        cached = ctx.memory.page_cache.file_for(file.host_fd, file.guest_path)
         obj = CachedFileObject(cached, nosync=bool(flags & MAP_NOSYNCFILE))
         name = file.guest_path
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
@@ -79,7 +79,7 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
-    if not ctx.kernel.residency.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
+    if not ctx.memory.residency.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
                                   populate=bool(flags & MAP_POPULATE)):
         space.remove(start, start + size)
         return -errno.EAGAIN            # it could not be made resident
@@ -113,7 +113,7 @@ def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int
     space.protect(addr, end, prot)
     # locked pages that just became accessible are set up now, as mlock would have
     for m in space.mappings_in(addr, end):
-        if m.locked and not ctx.kernel.residency.populate(ctx.proc, m.start, m.end,
+        if m.locked and not ctx.memory.residency.populate(ctx.proc, m.start, m.end,
                                                 final=ctx.proc.superlocked):
             return -errno.EAGAIN
     return 0
@@ -150,7 +150,7 @@ def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
                                  AnonymousMemory(), 0, "[heap]"))
         except OutOfFrames:
             return space.brk            # the heap's frames are committed too
-        if not ctx.kernel.residency.new_mapping(ctx.proc, old_end, new_end):
+        if not ctx.memory.residency.new_mapping(ctx.proc, old_end, new_end):
             space.remove(old_end, new_end)
             return space.brk
     elif new_end < old_end:
@@ -177,7 +177,7 @@ def _mapped_range(ctx: SyscallContext, addr: int, length: int) -> tuple[int, int
 def sys_mlock(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
     """Lock a range and make it resident before returning (its first writes still fault)."""
     start, end = _mapped_range(ctx, addr, length)
-    return 0 if ctx.kernel.residency.lock(ctx.proc, start, end) else -errno.EAGAIN
+    return 0 if ctx.memory.residency.lock(ctx.proc, start, end) else -errno.EAGAIN
 
 
 @syscall("mlock2")
@@ -188,7 +188,7 @@ def sys_mlock2(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int)
     if not flags & MLOCK_ONFAULT:
         return sys_mlock(ctx, addr, length)
     start, end = _mapped_range(ctx, addr, length)
-    ctx.kernel.pager.locked_pages += ctx.proc.space.set_locked(start, end, True)
+    ctx.memory.residency.mark_locked(ctx.proc, ctx.thread.tid, start, end)
     return 0
 
 
@@ -210,7 +210,7 @@ def sys_mlockall(ctx: SyscallContext, flags: int, *_: int) -> int:
         proc.lock_future = True
     if flags & MCL_CURRENT:
         for m in list(proc.space.mappings()):
-            if not ctx.kernel.residency.lock(proc, m.start, m.end):
+            if not ctx.memory.residency.lock(proc, m.start, m.end):
                 return -errno.EAGAIN
     return 0
 
@@ -238,23 +238,22 @@ def sys_msync(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) 
             or (flags & MS_ASYNC and flags & MS_SYNC):
         return -errno.EINVAL
     start, end = _mapped_range(ctx, addr, length)
-    kernel = ctx.kernel
-    space = ctx.proc.space
-    written = space.sync(start, end, invalidate=bool(flags & MS_INVALIDATE))
-    kernel.pager.page_cache.msync_pages_written += written
-    if not written:
+    space, memory, thread = ctx.proc.space, ctx.memory, ctx.thread
+    invalidate = bool(flags & MS_INVALIDATE)
+    pages = space.dirty_file_pages(start, end)
+    if not pages:
+        space.sync(start, end, invalidate)
         return 0
-    done = kernel.device.submit(kernel.sched.now(), pages=written, write=True)
+    done = memory.store.submit(ctx.proc.pid, thread.tid, pages, True, "msync")
+    if done.ok:     # the device took them: the file has the bytes, the pages are clean again
+        space.sync(start, end, invalidate)
+        if flags & MS_SYNC:
+            for m in space.mappings_in(start, end):
+                if m.obj.cached:
+                    m.obj.file.sync()
+    # on a write error nothing is written and the pages stay modified
+    result = 0 if done.ok else -done.errno
     if not flags & MS_SYNC:
-        return 0
-    for m in space.mappings_in(start, end):
-        if m.obj.cached:
-            m.obj.file.sync()
-    thread = ctx.thread
-    token = kernel.sched.block(thread, ThreadState.REPLY)
-
-    def written_out() -> None:
-        if kernel.sched.is_waiting_on(thread, token):     # not killed meanwhile
-            kernel.sched.wake(thread, token, 0)
-    kernel.timers.at(done, written_out)
+        return result
+    memory.waits.block_until(thread, done.done_at, ThreadState.REPLY, result)
     return None

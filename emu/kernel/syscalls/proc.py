@@ -19,40 +19,40 @@ _MAX_CLOCK_ID = 11
 @syscall("exit")
 def sys_exit(ctx: SyscallContext, code: int, *_: int) -> None:
     """End the calling thread."""
-    ctx.kernel.exit_thread(ctx.thread, code & 0xFF)
+    ctx.threads.exit_thread(ctx.thread, code & 0xFF)
 
 
 @syscall("exit_group")
 def sys_exit_group(ctx: SyscallContext, code: int, *_: int) -> None:
     """End the whole process."""
-    ctx.kernel.exit_group(ctx.proc, code & 0xFF)
+    ctx.threads.exit_group(ctx.proc, code & 0xFF)
 
 
-@syscall("getpid")
+@syscall("getpid", inline=True)
 def sys_getpid(ctx: SyscallContext, *_: int) -> int:
     """The process id."""
     return ctx.proc.pid
 
 
-@syscall("gettid")
+@syscall("gettid", inline=True)
 def sys_gettid(ctx: SyscallContext, *_: int) -> int:
     """The thread id."""
     return ctx.thread.tid
 
 
-@syscall("getppid")
+@syscall("getppid", inline=True)
 def sys_getppid(ctx: SyscallContext, *_: int) -> int:
     """The parent's process id (0 for the first process, or once orphaned)."""
     return ctx.proc.parent.pid if ctx.proc.parent is not None else 0
 
 
-@syscall("getuid", "geteuid")
+@syscall("getuid", "geteuid", inline=True)
 def sys_getuid(ctx: SyscallContext, *_: int) -> int:
     """The user id (`--uid`)."""
     return ctx.proc.uid
 
 
-@syscall("getgid", "getegid")
+@syscall("getgid", "getegid", inline=True)
 def sys_getgid(ctx: SyscallContext, *_: int) -> int:
     """The group id."""
     return ctx.proc.gid
@@ -65,7 +65,7 @@ def sys_set_tid_address(ctx: SyscallContext, addr: int, *_: int) -> int:
     return ctx.thread.tid
 
 
-@syscall("set_robust_list")
+@syscall("set_robust_list", inline=True)
 def sys_set_robust_list(ctx: SyscallContext, head: int, length: int, *_: int) -> int:
     """Record the thread's robust futex list head."""
     if length != 24:
@@ -74,7 +74,7 @@ def sys_set_robust_list(ctx: SyscallContext, head: int, length: int, *_: int) ->
     return 0
 
 
-@syscall("rseq")
+@syscall("rseq", inline=True)
 def sys_rseq(ctx: SyscallContext, *_: int) -> int:
     """Restartable sequences are not offered (glibc carries on without them)."""
     return -errno.ENOSYS
@@ -84,15 +84,15 @@ def sys_rseq(ctx: SyscallContext, *_: int) -> int:
 def sys_arch_prctl(ctx: SyscallContext, code: int, addr: int, *_: int) -> int:
     """Set or get the FS base (x86-64 TLS)."""
     if code == ARCH_SET_FS:
-        ctx.kernel.set_tls(addr)
+        ctx.threads.set_tls(addr)
         return 0
     if code == ARCH_GET_FS:
-        ctx.mem.write_u64(addr, ctx.kernel.get_tls())
+        ctx.mem.write_u64(addr, ctx.threads.get_tls())
         return 0
     return -errno.EINVAL
 
 
-@syscall("uname")
+@syscall("uname", inline=True)
 def sys_uname(ctx: SyscallContext, buf: int, *_: int) -> int:
     """Describe the (emulated) system."""
     fields = (b"Linux", b"emu", b"6.1.0-emu", b"#1 SMP PREEMPT emu", ctx.arch.encode(), b"(none)")
@@ -104,7 +104,7 @@ def _limit(resource: int) -> tuple[int, int]:
     return _LIMITS.get(resource, (RLIM_INFINITY, RLIM_INFINITY))
 
 
-@syscall("prlimit64")
+@syscall("prlimit64", inline=True)
 def sys_prlimit64(ctx: SyscallContext, pid: int, resource: int, new: int, old: int, *_: int) -> int:
     """Report resource limits (changes are accepted and ignored)."""
     if pid not in (0, ctx.proc.pid):
@@ -114,36 +114,36 @@ def sys_prlimit64(ctx: SyscallContext, pid: int, resource: int, new: int, old: i
     return 0
 
 
-@syscall("getrlimit")
+@syscall("getrlimit", inline=True)
 def sys_getrlimit(ctx: SyscallContext, resource: int, old: int, *_: int) -> int:
     """Report a resource limit."""
     ctx.mem.write(old, struct.pack("<QQ", *_limit(resource)))
     return 0
 
 
-@syscall("getrandom")
+@syscall("getrandom", inline=True)
 def sys_getrandom(ctx: SyscallContext, buf: int, length: int, flags: int, *_: int) -> int:
     """Reproducible pseudo-random bytes (the same every run)."""
     length = min(length, 1 << 20)
-    ctx.mem.write(buf, ctx.kernel.random_bytes(length))
+    ctx.mem.write(buf, ctx.threads.random_bytes(length))
     return length
 
 
 def _clock_ns(ctx: SyscallContext, clock_id: int) -> int:
     if not 0 <= clock_id <= _MAX_CLOCK_ID:
         raise OSError(errno.EINVAL, "bad clock")
-    kernel = ctx.kernel
+    sched, clock = ctx.threads.sched, ctx.clock
     if clock_id == CLOCK_PROCESS_CPUTIME_ID:
-        return kernel.profile.nanoseconds(sum(kernel.sched.cpu_time(t) for t in ctx.proc.threads))
+        return clock.nanoseconds(sum(sched.cpu_time(t) for t in ctx.proc.threads))
     if clock_id == CLOCK_THREAD_CPUTIME_ID:
-        return kernel.profile.nanoseconds(kernel.sched.cpu_time(ctx.thread))
-    now = kernel.now_ns()
+        return clock.nanoseconds(sched.cpu_time(ctx.thread))
+    now = clock.now_ns()
     if clock_id in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI):
         return CLOCK_REALTIME_EPOCH_NS + now
     return now
 
 
-@syscall("clock_gettime")
+@syscall("clock_gettime", inline=True)
 def sys_clock_gettime(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> int:
     """Read a clock of the simulated machine."""
     ns = _clock_ns(ctx, to_int32(clock_id))
@@ -151,7 +151,7 @@ def sys_clock_gettime(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> i
     return 0
 
 
-@syscall("clock_getres")
+@syscall("clock_getres", inline=True)
 def sys_clock_getres(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> int:
     """Clock resolution: one nanosecond."""
     _clock_ns(ctx, to_int32(clock_id))
@@ -160,10 +160,10 @@ def sys_clock_getres(ctx: SyscallContext, clock_id: int, tp: int, *_: int) -> in
     return 0
 
 
-@syscall("gettimeofday")
+@syscall("gettimeofday", inline=True)
 def sys_gettimeofday(ctx: SyscallContext, tv: int, tz: int, *_: int) -> int:
     """Wall-clock time of the simulated machine."""
-    ns = CLOCK_REALTIME_EPOCH_NS + ctx.kernel.now_ns()
+    ns = CLOCK_REALTIME_EPOCH_NS + ctx.clock.now_ns()
     if tv:
         ctx.mem.write(tv, struct.pack("<qq", ns // 10**9, (ns % 10**9) // 1000))
     if tz:
@@ -171,16 +171,16 @@ def sys_gettimeofday(ctx: SyscallContext, tv: int, tz: int, *_: int) -> int:
     return 0
 
 
-@syscall("time")
+@syscall("time", inline=True)
 def sys_time(ctx: SyscallContext, tloc: int, *_: int) -> int:
     """Seconds since the epoch, simulated."""
-    secs = (CLOCK_REALTIME_EPOCH_NS + ctx.kernel.now_ns()) // 10**9
+    secs = (CLOCK_REALTIME_EPOCH_NS + ctx.clock.now_ns()) // 10**9
     if tloc:
         ctx.mem.write_u64(tloc, secs)
     return secs
 
 
-@syscall("sched_getaffinity")
+@syscall("sched_getaffinity", inline=True)
 def sys_sched_getaffinity(ctx: SyscallContext, pid: int, size: int, mask: int, *_: int) -> int:
     """One CPU."""
     if size < 8:
@@ -189,7 +189,7 @@ def sys_sched_getaffinity(ctx: SyscallContext, pid: int, size: int, mask: int, *
     return 8
 
 
-@syscall("getcpu")
+@syscall("getcpu", inline=True)
 def sys_getcpu(ctx: SyscallContext, cpu: int, node: int, *_: int) -> int:
     """Always CPU 0, node 0."""
     for addr in (cpu, node):
@@ -208,4 +208,4 @@ def sys_threadctl(ctx: SyscallContext, cmd: int, data: int, *_: int) -> int:
         return -errno.EINVAL
     if ctx.proc.uid != 0:
         return -errno.EPERM
-    return 0 if ctx.kernel.residency.superlock(ctx.proc) else -errno.EAGAIN
+    return 0 if ctx.memory.residency.superlock(ctx.proc) else -errno.EAGAIN

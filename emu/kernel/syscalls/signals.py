@@ -36,7 +36,7 @@ def sys_rt_sigaction(ctx: SyscallContext, sig: int, act: int, oldact: int, sigse
         return -errno.EINVAL
     old = ctx.proc.sig.action(signo)
     if act:
-        ctx.kernel.signals.set_action(ctx.proc, signo,
+        ctx.signals.set_action(ctx.proc, signo,
                                       SigAction.unpack(ctx.mem.read(act, SigAction.SIZE)))
     if oldact:
         ctx.mem.write(oldact, old.pack())
@@ -61,7 +61,7 @@ def sys_rt_sigprocmask(ctx: SyscallContext, how: int, new: int, old: int, sigset
             mask = value
         else:
             return -errno.EINVAL
-        ctx.kernel.signals.set_mask(ctx.thread, mask)
+        ctx.signals.set_mask(ctx.thread, mask)
     if old:
         ctx.mem.write_u64(old, previous)
     return 0
@@ -81,7 +81,7 @@ def sys_rt_sigpending(ctx: SyscallContext, out: int, sigsetsize: int, *_: int) -
 @syscall("sigaltstack")
 def sys_sigaltstack(ctx: SyscallContext, new: int, old: int, *_: int) -> int:
     """Set and/or report the calling thread's alternate signal stack."""
-    signals = ctx.kernel.signals
+    signals = ctx.signals
     sp = signals.user_sp()
     alt = ctx.thread.sig.altstack
     previous = alt.pack(signals.altstack_flags(alt, sp))
@@ -97,7 +97,7 @@ def sys_sigaltstack(ctx: SyscallContext, new: int, old: int, *_: int) -> int:
 @syscall("rt_sigreturn")
 def sys_rt_sigreturn(ctx: SyscallContext, *_: int) -> None:
     """Return from a signal handler: every register comes back from the signal frame."""
-    ctx.kernel.signals.sigreturn(ctx.thread)
+    ctx.signals.sigreturn(ctx.thread)
 
 
 # ---- waiting for signals ----
@@ -107,20 +107,20 @@ def sys_rt_sigsuspend(ctx: SyscallContext, mask: int, sigsetsize: int, *_: int) 
     """Wait with a temporary mask until a signal handler runs; always fails with EINTR."""
     if sigsetsize != SIGSET_SIZE:
         return -errno.EINVAL
-    thread, kernel = ctx.thread, ctx.kernel
+    thread, sched = ctx.thread, ctx.threads.sched
     sig = thread.sig
     temporary = _read_sigset(ctx, mask)
     sig.saved_mask = sig.mask           # the handler's frame saves this; restored after it
-    kernel.signals.set_mask(thread, temporary)
+    ctx.signals.set_mask(thread, temporary)
     if deliverable(sig, ctx.proc.sig.shared):
         sig.restart = Restart.RESTARTNOHAND
         return -errno.EINTR
-    token = kernel.sched.block(thread, ThreadState.SIGSUSPEND)
+    token = sched.block(thread, ThreadState.SIGSUSPEND)
 
     def interrupted() -> Restart:
-        kernel.sched.wake(thread, token, -errno.EINTR)
+        sched.wake(thread, token, -errno.EINTR)
         return Restart.RESTARTNOHAND
-    kernel.signals.waiting(thread, token, interrupted)
+    ctx.signals.waiting(thread, token, interrupted)
     return None
 
 
@@ -146,7 +146,7 @@ def sys_rt_sigtimedwait(ctx: SyscallContext, wanted_addr: int, info_addr: int, t
     simulated clock (EAGAIN when it passes; EINTR if another signal's handler must run)."""
     if sigsetsize != SIGSET_SIZE:
         return -errno.EINVAL
-    thread, kernel = ctx.thread, ctx.kernel
+    thread, sched, clock = ctx.thread, ctx.threads.sched, ctx.clock
     wanted = _read_sigset(ctx, wanted_addr)
     ns = read_timespec(ctx, timeout) if timeout else None
     got = _accept(thread, wanted)
@@ -157,7 +157,7 @@ def sys_rt_sigtimedwait(ctx: SyscallContext, wanted_addr: int, info_addr: int, t
     sig = thread.sig
     sig.real_mask = sig.mask
     sig.mask &= ~wanted                 # wanted signals now wake the thread
-    token = kernel.sched.block(thread, ThreadState.SIGWAITINFO)
+    token = sched.block(thread, ThreadState.SIGWAITINFO)
     timer: list[Timer] = []
 
     def finish(otherwise: int) -> Restart | None:
@@ -167,16 +167,16 @@ def sys_rt_sigtimedwait(ctx: SyscallContext, wanted_addr: int, info_addr: int, t
             t.cancel()
         accepted = _accept(thread, wanted)
         result = otherwise if accepted is None else _report(thread.process, info_addr, accepted)
-        kernel.sched.wake(thread, token, result)
+        sched.wake(thread, token, result)
         return Restart.EINTR if accepted is None else None
 
     def expired() -> None:
-        if kernel.sched.is_waiting_on(thread, token):
+        if sched.is_waiting_on(thread, token):
             sig.wait = None
             finish(-errno.EAGAIN)
     if ns is not None:
-        timer.append(kernel.timers.at(kernel.profile.cycles(kernel.now_ns() + ns), expired))
-    kernel.signals.waiting(thread, token, lambda: finish(-errno.EINTR))
+        timer.append(ctx.threads.timers.at(clock.cycles(clock.now_ns() + ns), expired))
+    ctx.signals.waiting(thread, token, lambda: finish(-errno.EINTR))
     return None
 
 
@@ -193,7 +193,7 @@ def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
     """Send a signal to a process (0: one's own; -1: every other guest process)."""
     pid, signo = to_int32(pid), to_int32(sig)
     send = _sendable(ctx, signo)
-    signals = ctx.kernel.signals
+    signals = ctx.signals
     if pid == -1:
         targets = [p for p in signals.processes
                    if p.alive and p is not ctx.proc and p is not signals.procnto]
@@ -211,7 +211,7 @@ def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
 
 
 def _send_to_thread(ctx: SyscallContext, thread: Thread | None, signo: int) -> int:
-    signals = ctx.kernel.signals
+    signals = ctx.signals
     if thread is None:
         return -errno.ESRCH
     if thread.process is signals.procnto:
@@ -228,7 +228,7 @@ def sys_tgkill(ctx: SyscallContext, tgid: int, tid: int, sig: int, *_: int) -> i
     tgid, tid = to_int32(tgid), to_int32(tid)
     if tgid <= 0 or tid <= 0:
         return -errno.EINVAL
-    thread = ctx.kernel.find_thread(tid)
+    thread = ctx.threads.find_thread(tid)
     if thread is not None and thread.process.pid != tgid:
         thread = None
     return _send_to_thread(ctx, thread, to_int32(sig))
@@ -240,4 +240,4 @@ def sys_tkill(ctx: SyscallContext, tid: int, sig: int, *_: int) -> int:
     tid = to_int32(tid)
     if tid <= 0:
         return -errno.EINVAL
-    return _send_to_thread(ctx, ctx.kernel.find_thread(tid), to_int32(sig))
+    return _send_to_thread(ctx, ctx.threads.find_thread(tid), to_int32(sig))

@@ -35,7 +35,7 @@ def sys_clone(ctx: SyscallContext, flags: int, stack: int, ptid: int, a3: int, a
         return clone_process(ctx, flags, ptid, ctid)
     if flags & _THREAD_FLAGS != _THREAD_FLAGS:
         return -errno.EINVAL
-    child = ctx.kernel.clone_thread(ctx.thread, stack, tls if flags & CLONE_SETTLS else None)
+    child = ctx.threads.clone_thread(ctx.thread, stack, tls if flags & CLONE_SETTLS else None)
     if flags & CLONE_PARENT_SETTID:
         ctx.mem.write(ptid, struct.pack("<i", child.tid))
     if flags & CLONE_CHILD_SETTID:
@@ -64,7 +64,7 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
               val3: int) -> int | None:
     """WAIT, WAKE, their BITSET forms and (CMP_)REQUEUE, private or not."""
     cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
-    table = ctx.kernel.futexes
+    table = ctx.threads.futexes
     key = FutexTable.key(ctx.proc, uaddr)
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = val3 & 0xFFFFFFFF if cmd == FUTEX_WAKE_BITSET else FUTEX_BITSET_MATCH_ANY
@@ -83,24 +83,24 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
         return -errno.EINVAL
     if struct.unpack("<I", ctx.mem.read(uaddr, 4))[0] != val & 0xFFFFFFFF:
         return -errno.EAGAIN
-    kernel = ctx.kernel
+    clock = ctx.clock
     deadline = None
     if timeout:
         ns = read_timespec(ctx, timeout)
         if cmd == FUTEX_WAIT:                       # relative
-            deadline = kernel.now_ns() + ns
+            deadline = clock.now_ns() + ns
         else:                                       # absolute, MONOTONIC or REALTIME
             deadline = ns - (CLOCK_REALTIME_EPOCH_NS if op & FUTEX_CLOCK_REALTIME else 0)
-        if deadline <= kernel.now_ns():
+        if deadline <= clock.now_ns():
             return -errno.ETIMEDOUT
     state = ThreadState.JOIN if _is_join(ctx, uaddr) else ThreadState.MUTEX
     waiter = table.wait(ctx.thread, key, bitset, state)
     if deadline is not None:
-        waiter.timer = kernel.timers.at(kernel.profile.cycles(deadline),
-                                        lambda: table.time_out(waiter))
+        waiter.timer = ctx.threads.timers.at(clock.cycles(deadline),
+                                             lambda: table.time_out(waiter))
     # a signal ends the wait; without a timeout, SA_RESTART restarts it (Linux: -ERESTARTSYS)
     restart = Restart.RESTARTSYS if deadline is None else Restart.EINTR
-    kernel.signals.waiting(ctx.thread, waiter.token,
+    ctx.signals.waiting(ctx.thread, waiter.token,
                            lambda: _interrupt_futex(table, waiter, restart))
     return None
 
@@ -124,8 +124,7 @@ def _is_join(ctx: SyscallContext, uaddr: int) -> bool:
 def sys_nanosleep(ctx: SyscallContext, req: int, rem: int, *_: int) -> int | None:
     """Sleep for a relative time on the simulated clock."""
     ns = read_timespec(ctx, req)
-    kernel = ctx.kernel
-    kernel.sleep_until(ctx.thread, kernel.profile.cycles(kernel.now_ns() + ns), rem)
+    ctx.threads.sleep_until(ctx.thread, ctx.clock.cycles(ctx.clock.now_ns() + ns), rem)
     return None
 
 
@@ -134,14 +133,14 @@ def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int
                         *_: int) -> int | None:
     """Sleep for a relative time, or until an absolute one (TIMER_ABSTIME)."""
     ns = read_timespec(ctx, req)
-    kernel = ctx.kernel
+    clock = ctx.clock
     if flags & TIMER_ABSTIME:
         target = ns - (CLOCK_REALTIME_EPOCH_NS if to_int32(clock_id) == CLOCK_REALTIME else 0)
     else:
-        target = kernel.now_ns() + ns
-    if target <= kernel.now_ns():
+        target = clock.now_ns() + ns
+    if target <= clock.now_ns():
         return 0
-    kernel.sleep_until(ctx.thread, kernel.profile.cycles(target),
+    ctx.threads.sleep_until(ctx.thread, clock.cycles(target),
                        0 if flags & TIMER_ABSTIME else rem)
     return None
 
@@ -154,7 +153,7 @@ def _target(ctx: SyscallContext, pid: int) -> Thread:
         raise OSError(errno.EINVAL, "negative pid")
     if pid == 0:
         return ctx.thread
-    thread = ctx.kernel.find_thread(pid)
+    thread = ctx.threads.find_thread(pid)
     if thread is None:
         raise OSError(errno.ESRCH, "no such thread")
     return thread
@@ -164,12 +163,10 @@ def _apply(ctx: SyscallContext, thread: Thread, policy: SchedPolicy, priority: i
     if policy is SchedPolicy.OTHER:
         if priority != 0:
             return -errno.EINVAL
-        priority = ctx.kernel.profile.default_priority
+        priority = ctx.threads.default_priority
     elif not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         return -errno.EINVAL
-    thread.policy = policy
-    thread.base_priority = priority
-    ctx.kernel.sched.set_priority(thread, priority)
+    ctx.threads.sched.set_params(thread, policy, priority)
     return 0
 
 
@@ -196,26 +193,26 @@ def sys_sched_setparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> in
     return _apply(ctx, thread, thread.policy, prio)
 
 
-@syscall("sched_getscheduler")
+@syscall("sched_getscheduler", inline=True)
 def sys_sched_getscheduler(ctx: SyscallContext, pid: int, *_: int) -> int:
     """A thread's policy."""
     return int(_target(ctx, pid).policy)
 
 
-@syscall("sched_getparam")
+@syscall("sched_getparam", inline=True)
 def sys_sched_getparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> int:
     """A thread's (base) priority."""
     ctx.mem.write(param, struct.pack("<i", _target(ctx, pid).base_priority))
     return 0
 
 
-@syscall("sched_get_priority_max")
+@syscall("sched_get_priority_max", inline=True)
 def sys_sched_get_priority_max(ctx: SyscallContext, policy: int, *_: int) -> int:
     """255 for FIFO and RR; 0 for OTHER (as Linux reports)."""
     return 0 if _policy(policy) is SchedPolicy.OTHER else MAX_PRIORITY
 
 
-@syscall("sched_get_priority_min")
+@syscall("sched_get_priority_min", inline=True)
 def sys_sched_get_priority_min(ctx: SyscallContext, policy: int, *_: int) -> int:
     """1 for FIFO and RR; 0 for OTHER."""
     return 0 if _policy(policy) is SchedPolicy.OTHER else MIN_PRIORITY
@@ -224,5 +221,5 @@ def sys_sched_get_priority_min(ctx: SyscallContext, policy: int, *_: int) -> int
 @syscall("sched_yield")
 def sys_sched_yield(ctx: SyscallContext, *_: int) -> int:
     """Go to the end of the ready queue of one's priority."""
-    ctx.kernel.sched.yield_cpu(ctx.thread)
+    ctx.threads.sched.yield_cpu(ctx.thread)
     return 0
