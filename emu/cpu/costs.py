@@ -131,11 +131,11 @@ class BlockCoster:
         self._transfers: dict[tuple[bytes, bytes], bool] = {}
         # block key -> (end offsets of its instructions, cumulative cycles after each,
         # whether it ends with a control transfer)
-        self._prefixes: dict[int, tuple[list[int], list[int], bool]] = {}
+        self._prefixes: dict[object, tuple[list[int], list[int], bool]] = {}
 
-    def cost(self, code: bytes, address: int, key: int | None = None) -> tuple[int, int]:
+    def cost(self, code: bytes, address: int, key: object = None) -> tuple[int, int]:
         """(instructions, cycles) of the block `code` at `address`; remembered for `retired`
-        under `key` (default: the address; the engine uses the block's physical address)."""
+        under `key` (default: the address; the engine uses (physical address, size))."""
         code = bytes(code)
         remember_as = address if key is None else key
         last_key: tuple[bytes, bytes] | None = None
@@ -185,7 +185,7 @@ class BlockCoster:
         self._prefixes[remember_as] = (ends, cumulative, transfer)
         return len(ends), cumulative[-1]
 
-    def retired(self, key: int, offset: int) -> tuple[int, int] | None:
+    def retired(self, key: object, offset: int) -> tuple[int, int] | None:
         """(instructions, cycles) of the block remembered under `key` that lie before byte
         `offset` of it, or None if the block is unknown."""
         entry = self._prefixes.get(key)
@@ -195,7 +195,7 @@ class BlockCoster:
         n = bisect.bisect_right(ends, offset)
         return n, cumulative[n - 1] if n else 0
 
-    def ends_with_branch(self, key: int) -> bool:
+    def ends_with_branch(self, key: object) -> bool:
         """Whether the block remembered under `key` ends with a control transfer (a block
         started anywhere inside it then ends at the same place)."""
         entry = self._prefixes.get(key)
@@ -215,8 +215,9 @@ class BlockCoster:
         self._prefixes.clear()
 
     def forget_keys(self, lo: int, hi: int) -> None:
-        """Drop the blocks remembered under keys in [lo, hi) (their code changed)."""
-        for key in [k for k in self._prefixes if lo <= k < hi]:
+        """Drop the blocks remembered under keys (or (key, size) pairs) in [lo, hi)."""
+        for key in [k for k in self._prefixes
+                    if lo <= (k[0] if isinstance(k, tuple) else k) < hi]:  # type: ignore[index]
             del self._prefixes[key]
 
     def _transfer(self, groups_record: bytes, mnemonic: bytes) -> bool:

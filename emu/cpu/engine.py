@@ -123,7 +123,7 @@ class CpuEngine:
 
     def _cost_block(self, pc: int, paddr: int, size: int) -> tuple[int, int]:
         """(instructions, cycles) of a block executing for the first time."""
-        return self._coster.cost(self.read_code(pc, size), pc, key=paddr)
+        return self._coster.cost(self.read_code(pc, size), pc, key=(paddr, size))
 
     # ---- running ----
 
@@ -187,17 +187,19 @@ class CpuEngine:
         pages = self._code_frames(block_pc, target)
         for lo in pages:
             lib.fp_tb_invalidate(st, lo, lo + 0x1000)
-        err = fastpath.run(block_pc, target)
-        for lo in pages:
-            lib.fp_tb_invalidate(st, lo, lo + 0x1000)
-        self._raise_callback_error()
-        reason, now = st.stop_reason, st.stop_pc
-        if reason == lib.FP_STOP_NONE and err == unicorn.UC_ERR_OK and now == target:
-            at_limit = st.instructions >= st.insn_stop
-            return Stop(StopKind.INSN_LIMIT if at_limit else StopKind.BREAKPOINT_PC, pc=now)
-        if reason == lib.FP_STOP_PRECISE:           # another stop point, earlier
-            return self._run_to(now, st.precise_pc or self._insn_target(now))
-        return self._stop(reason, err, now)
+        try:
+            err = fastpath.run(block_pc, target)
+            self._raise_callback_error()
+            reason, now = st.stop_reason, st.stop_pc
+            if reason == lib.FP_STOP_NONE and err == unicorn.UC_ERR_OK and now == target:
+                at_limit = st.instructions >= st.insn_stop
+                return Stop(StopKind.INSN_LIMIT if at_limit else StopKind.BREAKPOINT_PC, pc=now)
+            if reason == lib.FP_STOP_PRECISE:           # another stop point, earlier
+                return self._run_to(now, st.precise_pc or self._insn_target(now))
+            return self._stop(reason, err, now)
+        finally:    # the translation with the exit inside must not be used again
+            for lo in pages:
+                lib.fp_tb_invalidate(st, lo, lo + 0x1000)
 
     def _code_frames(self, start: int, end: int) -> list[int]:
         """Physical page addresses of the code pages of [start, end]."""
@@ -214,8 +216,8 @@ class CpuEngine:
         st = self.fastpath.state
         left = st.insn_stop - st.instructions
         assert left > 0
-        return block_pc + self._coster.instruction_ends(self.read_code(block_pc, 16 * left),
-                                                        block_pc, left)
+        code = self.read_code(block_pc, st.stop_block_size)
+        return block_pc + self._coster.instruction_ends(code, block_pc, left)
 
     def _raise_callback_error(self) -> None:
         fastpath = self.fastpath
@@ -235,7 +237,7 @@ class CpuEngine:
         block = st.last_block
         if block == ffi.NULL or not block.pc <= pc < block.pc + block.size:
             return Unretired(0, 0)
-        done = self._coster.retired(block.paddr, pc - block.pc)
+        done = self._coster.retired((block.paddr, block.size), pc - block.pc)
         if done is None:       # costed before a code flush: decode the prefix again
             done = self._coster.cost(self.read_code(block.pc, pc - block.pc), block.pc)
         retired, retired_cycles = done
@@ -258,7 +260,7 @@ class CpuEngine:
         if block == ffi.NULL:
             return False
         end = block.pc + block.size
-        return end % 0x1000 == 0 or self._coster.ends_with_branch(block.paddr)
+        return end % 0x1000 == 0 or self._coster.ends_with_branch((block.paddr, block.size))
 
     def fault_pc(self) -> int:
         """The faulting instruction's address, inside the fill hook (Unicorn restored it)."""

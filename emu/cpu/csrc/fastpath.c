@@ -387,12 +387,14 @@ static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
             if (bp > pc && bp < pc + size && bp < inside) inside = bp;
         }
         if (inside != UINT64_MAX) {
-            st->stop_pc = pc; st->precise_pc = inside; request_stop(st, uc, FP_STOP_PRECISE);
+            st->stop_pc = pc; st->precise_pc = inside; st->stop_block_size = size;
+            request_stop(st, uc, FP_STOP_PRECISE);
             return;
         }
     }
     if (__builtin_expect(st->instructions + b->icount > st->insn_stop, 0)) {
         st->stop_pc = pc; st->precise_pc = 0;       /* Python finds the instruction */
+        st->stop_block_size = size;
         request_stop(st, uc, FP_STOP_PRECISE);
         return;
     }
@@ -519,7 +521,6 @@ void fp_code_invalidate(fp_state *st, uint64_t first_frame, uint64_t n) {
 void fp_tb_invalidate(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi) {
     clock_state = st;
     if (st->fn[FN_TB_INVALIDATE]) CALL(st, tb_invalidate_fn, FN_TB_INVALIDATE)(st->uc, paddr_lo, paddr_hi);
-    fp_recent_clear(st);
 }
 
 /* The physical address `vaddr` translates to in the running space, or UINT64_MAX. */

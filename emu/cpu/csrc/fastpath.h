@@ -60,6 +60,7 @@ typedef struct fp_state {
     uint32_t intno;             /* the CPU exception of FP_STOP_EXCEPTION */
     uint64_t stop_pc;           /* the PC when fp_run returned */
     uint64_t precise_pc;        /* FP_STOP_PRECISE: where inside the next block to stop */
+    uint32_t stop_block_size;   /* FP_STOP_PRECISE: the size of that block */
     uint64_t instructions;      /* instructions of executed blocks */
     uint64_t insn_stop;         /* stop once instructions reach insn_stop (UINT64_MAX: never) */
     uint64_t cycles;            /* the simulated clock */
