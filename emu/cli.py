@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _guest_env(args: argparse.Namespace) -> tuple[str, ...]:
-    env = dict(os.environ) if args.inherit_env else {}
+def _guest_env(args: argparse.Namespace, environ: dict[str, str]) -> tuple[str, ...]:
+    env = dict(environ) if args.inherit_env else {}
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -109,15 +109,20 @@ def _guest_env(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in env.items())
 
 
-def _run(args: argparse.Namespace) -> int:
+def config_from(args: argparse.Namespace, environ: dict[str, str]) -> RunConfig:
+    """The RunConfig of parsed `emu run` arguments (`environ`: emu's own environment)."""
+    return RunConfig(program=args.program, args=tuple(args.args), arch=args.arch,
+                     ram_bytes=args.ram, root=args.root, uid=args.uid,
+                     max_instructions=args.max_instructions, env=_guest_env(args, environ),
+                     profile=args.profile, mm_threads=args.mm_threads,
+                     faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
+                     seed=args.seed)
+
+
+def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
     from emu.machine import open_events, run_program
 
-    config = RunConfig(program=args.program, args=tuple(args.args), arch=args.arch,
-                       ram_bytes=args.ram, root=args.root, uid=args.uid,
-                       max_instructions=args.max_instructions, env=_guest_env(args),
-                       profile=args.profile, mm_threads=args.mm_threads,
-                       faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
-                       seed=args.seed)
+    config = config_from(args, environ)
     if args.stats:
         try:
             open(args.stats, "a").close()
@@ -132,12 +137,13 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `emu` command; returns the exit status."""
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    """Entry point of the `emu` command; returns the exit status (`environ`: emu's own
+    environment, which --inherit-env passes on; default os.environ)."""
     args = build_parser().parse_args(argv)
     try:
         sys.stdout.flush()
-        return _run(args)
+        return _run(args, dict(os.environ) if environ is None else environ)
     except EmuError as exc:
         print(f"emu: {exc}", file=sys.stderr)
         return EXIT_EMULATOR_ERROR

@@ -101,6 +101,7 @@ class CpuEngine:
         st.syscall_cost = syscall_cost
         st.frequency_hz = frequency_hz
         st.insn_stop = st.cycle_stop = NEVER
+        lib.fp_clock_reset()            # a new engine's TLB starts from simulated time 0
         uc = unicorn.Uc(spec.uc_arch, spec.uc_mode)
         uc.ctl_set_cpu_model(spec.cpu_model)
         if spec.name == "aarch64":

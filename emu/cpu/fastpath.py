@@ -222,7 +222,11 @@ class FastPath:
         lib.fp_blocks_clear(self.state)
 
     def release(self) -> None:
-        """Free the C-side caches (the engine must no longer run)."""
+        """Free the C-side caches (the engine must no longer run); idempotent."""
+        lib.fp_state_release(self.state)
+
+    def __del__(self) -> None:
+        """Never leave Unicorn's clock pointing at a freed state."""
         lib.fp_state_release(self.state)
 
 

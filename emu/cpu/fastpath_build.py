@@ -31,6 +31,7 @@ void fp_recent_clear(fp_state *st);
 void fp_blocks_clear(fp_state *st);
 uint64_t fp_blocks_forget(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi);
 void fp_state_release(fp_state *st);
+void fp_clock_reset(void);
 int fp_patch_clock(void *slot);
 uint64_t fp_object_base(void *symbol);
 int fp_attach(fp_state *st, void *uc, void **fns, void *py_handle, int syscall_insn);

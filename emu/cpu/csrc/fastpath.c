@@ -239,11 +239,17 @@ uint64_t fp_blocks_forget(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi) {
     return n;
 }
 
+static fp_state *clock_state;
+
 /* Free the engine-private memory of a state (before the state itself). */
 void fp_state_release(fp_state *st) {
     free(st->blocks);
     st->blocks = NULL; st->blocks_cap = st->blocks_count = 0;
+    if (clock_state == st) clock_state = NULL;
 }
+
+/* No engine's clock is Unicorn's now (a new engine is being created: its TLB starts at 0). */
+void fp_clock_reset(void) { clock_state = NULL; }
 
 /* ---- Python callbacks (emu/cpu/fastpath.py) ---- */
 
@@ -263,8 +269,6 @@ static int fp_fault(void *handle, uint64_t vaddr, int access);
  * windows, accel/tcg/cputlb.c), which makes the number of TLB fills depend on host
  * speed. libunicorn's gettimeofday() is pointed at this function instead, so that the
  * TLB's geometry is a function of the simulated clock of the engine running. */
-
-static fp_state *clock_state;
 
 static int fp_gettimeofday(struct timeval *tv, void *tz) {
     (void)tz;
