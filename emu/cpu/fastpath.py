@@ -9,6 +9,7 @@ kernel — to Python.
 from __future__ import annotations
 
 import ctypes
+import struct
 import sys
 from typing import Callable
 
@@ -91,27 +92,42 @@ def _symbol(libunicorn: ctypes.CDLL, name: str) -> int:
         return 0
 
 
+def _got_offset(path: str, name: str) -> int | None:
+    """The link-time address of the GOT slot through which the shared object at `path` calls
+    `name` (its .rela.plt relocation), read from the raw tables: pyelftools only finds the
+    sections (parsing thousands of relocations with it takes a second)."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        sections = {sec.name: sec for sec in elf.iter_sections()}
+        plt, dynsym, dynstr = (sections.get(n) for n in (".rela.plt", ".dynsym", ".dynstr"))
+        if plt is None or dynsym is None or dynstr is None or not elf.elfclass == 64:
+            return None
+        strings = dynstr.data()
+        at = strings.find(b"\0" + name.encode() + b"\0")
+        if at < 0:
+            return None
+        name_offset = at + 1
+        symbol = next((i for i, (st_name,) in enumerate(struct.iter_unpack("<I20x", dynsym.data()))
+                       if st_name == name_offset), None)
+        if symbol is None:
+            return None
+        for r_offset, r_info, _ in struct.iter_unpack("<QQq", plt.data()):
+            if r_info >> 32 == symbol:
+                return r_offset
+    return None
+
+
 def _patch_unicorn_clock(libunicorn: ctypes.CDLL) -> bool:
     """Point libunicorn's gettimeofday() at the simulated clock (once per process); False
     when its relocation cannot be found (then TLB fills may vary with host speed)."""
     path = getattr(libunicorn, "_name", "")
     if path in _clock_patched:
         return _clock_patched[path]
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.relocation import RelocationSection
-
-    offset = None
     try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            plt = elf.get_section_by_name(".rela.plt")     # a few hundred entries, not .rela.dyn
-            if isinstance(plt, RelocationSection):
-                symbols = elf.get_section(plt["sh_link"])
-                for rel in plt.iter_relocations():
-                    if symbols.get_symbol(rel["r_info_sym"]).name == "gettimeofday":
-                        offset = rel["r_offset"]
-                        break
-    except (OSError, ValueError):
+        offset = _got_offset(path, "gettimeofday")
+    except (OSError, ValueError, struct.error):
         offset = None
     base = lib.fp_object_base(ffi.cast("void *", _symbol(libunicorn, "uc_hook_add")))
     ok = offset is not None and base != 0 and \

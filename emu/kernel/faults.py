@@ -23,8 +23,8 @@ from emu.kernel.io import BackingStore
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import TimerQueue
-from emu.mm.fault import ACCESS_BY_VALUE, BUS_OBJERR, Access, Deliver, FaultCause, NeedsPage, \
-    Resolved, resolve_fault
+from emu.mm.fault import (ACCESS_BY_VALUE, BUS_OBJERR, Access, Deliver, FaultCause, NeedsPage,
+                          PageRequest, Resolved, resolve_fault)
 from emu.mm.frames import FrameAllocator
 from emu.mm.pager import PageIn, Pager, work_cycles
 from emu.mm.vmspace import AddressSpace
@@ -87,15 +87,19 @@ class FaultEntry:
         self.dispatcher = dispatcher
         self.signal_fault = signal_fault
 
-    def user_fault(self, thread: Thread, vaddr: int, access: Access) -> None:
-        """The slow path: block the thread in WAITPAGE and pulse the memory manager."""
+    def user_fault(self, thread: Thread, vaddr: int, access: Access,
+                   decided: PageRequest | None = None) -> None:
+        """The slow path: block the thread in WAITPAGE and pulse the memory manager
+        (`decided`: the resolver's request, when nothing can change it before the server
+        runs — a fault completed in place)."""
         self.engine.charge(self.costs.fault_entry)
         fault_id = next(self._ids)
         if self.bus.wants(FaultBegin):
             self.bus.publish(FaultBegin(self.engine.cycles, thread.process.pid, thread.tid,
                                         fault_id, vaddr, access.name.lower(), "user"))
         token = self.sched.block(thread, ThreadState.WAITPAGE)
-        self.mm.submit(FaultJob(fault_id, thread, token, thread.process.space, vaddr, access))
+        self.mm.submit(FaultJob(fault_id, thread, token, thread.process.space, vaddr, access,
+                                decided=decided))
 
     def complete_in_place(self, vaddr: int, access_value: int) -> int:
         """Take a fault's whole slow path from inside the fill hook, when that changes nothing.
@@ -132,7 +136,7 @@ class FaultEntry:
             engine.give_back(taken)
             return FAULT_STOP
         thread.pc = pc
-        self.user_fault(thread, vaddr, access)
+        self.user_fault(thread, vaddr, access, verdict.request)
         while (nxt := dispatcher.next_thread()) is not thread:
             assert nxt is not None and nxt.body is not None, "a guest thread ran during a fault"
             dispatcher.run_thread(nxt)

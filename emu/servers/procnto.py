@@ -29,7 +29,7 @@ from emu.kernel.io import BackingStore
 from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.waits import Waits
-from emu.mm.fault import BUS_OBJERR, Access, Deliver, FaultCause, Resolved
+from emu.mm.fault import BUS_OBJERR, Access, Deliver, FaultCause, PageRequest, Resolved
 from emu.mm.pager import PageIn, Pager
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
@@ -47,6 +47,8 @@ class FaultJob:
     vaddr: int
     access: Access
     read: Completion | None = field(default=None)   # the backing-store read waited for
+    decided: PageRequest | None = None  # the resolver's request, when taken at fault time and
+                                        # nothing can change it before the server runs
 
 
 class FaultEnding(Protocol):
@@ -140,6 +142,11 @@ class MemoryManager:
 
     def serve(self, server: Thread, job: FaultJob) -> None:
         """One step of serving `job` on `server`: finish it, or wait for the device."""
+        if job.decided is not None:         # a fault completed in place: already resolved
+            request, job.decided = job.decided, None
+            server.job = None
+            self._finish(job, self.pager.service(job.space, request))
+            return
         step = self.pager.serve(job.space, job.vaddr, job.access, after_read=job.read is not None)
         if isinstance(step, PageIn):
             process = job.thread.process
