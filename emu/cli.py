@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="always stop the CPU for a fault, even when the kernel could complete "
                      "it in place with the same outcome (slower; for checking the fast variant)")
     run.add_argument("--max-instructions", type=_nonnegative, default=0, metavar="N",
-                     help="stop the guest (SIGXCPU) after about N instructions (default: no limit)")
+                     help="stop the guest (SIGXCPU) once exactly N instructions have retired "
+                     "(default: no limit)")
     run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
                      help="set a guest environment variable (repeatable)")
     env = run.add_mutually_exclusive_group()

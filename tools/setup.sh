@@ -35,6 +35,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing emu into .venv (pip install -e '.[test]')"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile emu again
+.venv/bin/python -m compileall -q emu >/dev/null
 
 echo "setup: building the firmware"
 make -C firmware -j2 -s

@@ -19,6 +19,7 @@ import signal
 from typing import Callable, Protocol
 
 from emu.cpu.engine import FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, CpuEngine
+from emu.kernel.faultjob import FaultJob, FaultServer
 from emu.kernel.io import BackingStore
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
@@ -29,7 +30,6 @@ from emu.mm.frames import FrameAllocator
 from emu.mm.pager import PageIn, Pager, work_cycles
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
-from emu.servers.procnto import FaultJob, MemoryManager
 from emu.trace.events import EventBus, FaultBegin, FaultEnd
 
 FaultSignal = Callable[[Thread, int, int, int, Access], None]
@@ -61,7 +61,7 @@ class Dispatcher(Protocol):
 class FaultEntry:
     """The kernel's fault entry points, and the end of every fault."""
 
-    def __init__(self, engine: CpuEngine, sched: Scheduler, mm: MemoryManager,
+    def __init__(self, engine: CpuEngine, sched: Scheduler, mm: FaultServer,
                  timers: TimerQueue, store: BackingStore, pager: Pager, frames: FrameAllocator,
                  costs: KernelCosts, bus: EventBus) -> None:
         """Fault entry over these kernel parts; `bind` gives it the run loop and signals."""

@@ -20,6 +20,7 @@ import signal
 from emu.cpu.engine import NEVER, SYSCALLS_COUNTED, CpuEngine, Stop, StopKind
 from emu.errors import EmuError
 from emu.kernel.clock import Clock
+from emu.kernel.faultjob import MemoryServer
 from emu.kernel.faults import FaultEntry
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import OUTSIDE_ROOT_EXE, GuestRoot
@@ -39,7 +40,6 @@ from emu.mm.objects import AnonymousMemory
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
-from emu.servers.procnto import MemoryManager
 from emu.trace.events import (Diagnostic, EventBus, LargePage, ProcessCreate, ProcessExec,
                               ProcessExit, Switch, ThreadExit)
 
@@ -54,7 +54,7 @@ class Kernel:
     def __init__(self, *, engine: CpuEngine, ram: PhysicalMemory, frames: FrameAllocator,
                  root: GuestRoot, profile: Profile, clock: Clock, bus: EventBus,
                  sched: Scheduler, timers: TimerQueue, waits: Waits, futexes: FutexTable,
-                 store: BackingStore, faults: FaultEntry, mm: MemoryManager,
+                 store: BackingStore, faults: FaultEntry, mm: MemoryServer,
                  syscalls: SyscallTable, insn_limit: int = 0, large_pages: bool = True,
                  seed: int = 0) -> None:
         """A kernel over these collaborators, with no process yet (`start` boots procnto)."""

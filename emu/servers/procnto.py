@@ -20,42 +20,18 @@ shared with every other path that completes a fault.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 from emu.kernel.channel import Channel
-from emu.kernel.device import Completion
+from emu.kernel.faultjob import FaultEnding, FaultJob
 from emu.kernel.io import BackingStore
 from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.waits import Waits
-from emu.mm.fault import BUS_OBJERR, Access, Deliver, FaultCause, PageRequest, Resolved
+from emu.mm.fault import BUS_OBJERR, Deliver, FaultCause, Resolved
 from emu.mm.pager import PageIn, Pager
-from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
 from emu.trace.events import EventBus, FaultServe, Pulse
-
-
-@dataclass(eq=False)
-class FaultJob:
-    """One deferred fault: who faulted where, and how far the server got."""
-
-    fault_id: int
-    thread: Thread
-    token: object                   # the faulting thread's WAITPAGE wait
-    space: AddressSpace
-    vaddr: int
-    access: Access
-    read: Completion | None = field(default=None)   # the backing-store read waited for
-    decided: PageRequest | None = None  # the resolver's request, when taken at fault time and
-                                        # nothing can change it before the server runs
-
-
-class FaultEnding(Protocol):
-    """How a fault ends (kernel/faults.py): the one place for charge, event, wake or signal."""
-
-    def finish(self, job: FaultJob, outcome: Resolved | Deliver) -> None:
-        """Charge the page work, publish FaultEnd, wake the faulting thread or signal it."""
 
 
 class MemoryManager:

@@ -19,7 +19,8 @@ from emu.mm.frames import PAGE_SIZE
 from emu.mm.objects import FileChunk, FileImage
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, Mapping, Share
 from emu.profile import KernelCosts
-from emu.servers.procnto import FaultJob, MemoryManager
+from emu.kernel.faultjob import FaultJob
+from emu.servers.procnto import MemoryManager
 from emu.trace.events import DeviceRequest, Event, EventBus, FaultEnd, FaultServe, Pulse
 
 from .support import make_memory
