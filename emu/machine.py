@@ -147,7 +147,7 @@ class Machine:
         # events first: everything built below may publish
         bus = self.bus = EventBus()
         self.stats = RunStats()
-        bus.subscribe(self.stats, self.stats.kinds)
+        self.stats.subscribe_to(bus)
         if events is not None:
             bus.subscribe(JsonLinesWriter(events))
         bus.subscribe(diagnostics or DiagnosticPrinter(), (Diagnostic,))

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.trace.events import (DeviceRequest, Event, FaultBegin, FaultEnd, LargePage, Lock,
+from emu.trace.events import (DeviceRequest, Event, EventBus, FaultBegin, FaultEnd, LargePage, Lock,
                               Populate, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
                               SchedParams, SignalAction, StateChange, Switch, ThreadCreate)
 
@@ -65,6 +65,11 @@ class RunStats:
     def kinds(self) -> tuple[type[Event], ...]:
         """The event kinds this instrument reads."""
         return tuple(self._dispatch)
+
+    def subscribe_to(self, bus: EventBus) -> None:
+        """Subscribe one handler per kind (cheaper than dispatching every event here)."""
+        for kind, handler in self._dispatch.items():
+            bus.subscribe(handler, (kind,))
 
     def __call__(self, event: Event) -> None:
         """Instrument hook: account one kernel event."""

@@ -134,3 +134,18 @@ def test_change_over_a_hole_touches_only_mappings(ms):
     before = ms.change(BASE, BASE + 6 * P, prot=PROT_READ)
     assert [(m.start, m.end) for m in before] == [(BASE + 4 * P, BASE + 6 * P), (BASE, BASE + 2 * P)]
     assert spans(ms) == [(BASE, BASE + 2 * P, PROT_READ), (BASE + 4 * P, BASE + 6 * P, PROT_READ)]
+
+
+def test_changing_a_range_back_merges_the_pieces_again():
+    from emu.mm.objects import AnonymousMemory
+    from emu.mm.mappings import PROT_READ, PROT_WRITE, Mapping, MappingSet, Share
+
+    s = MappingSet()
+    obj = AnonymousMemory()
+    s.place(Mapping(0x100000, 0x110000, PROT_READ | PROT_WRITE, Share.PRIVATE, obj, 0, "a"))
+    for lo, hi in ((0x102000, 0x105000), (0x101000, 0x10C000), (0x100000, 0x101000)):
+        s.change(lo, hi, prot=PROT_READ)
+        s.change(lo, hi, prot=PROT_READ | PROT_WRITE)
+    assert [(m.start, m.end, m.offset) for m in s.mappings()] == [(0x100000, 0x110000, 0)]
+    s.change(0x104000, 0x105000, prot=PROT_READ)           # a real difference stays apart
+    assert len(s) == 3
