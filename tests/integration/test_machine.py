@@ -192,3 +192,21 @@ def test_a_device_that_fails_a_page_in_gives_sigbus(firmware: Path, arch: str) -
     failed = [r for r in requests if isinstance(r, DeviceRequest) and not r.ok]
     assert [(r.reason, r.errno) for r in failed] == [("page_in", errno.EIO)]
     assert any("SIGBUS" in line and "BUS_OBJERR" in line for line in log.messages)
+
+
+def test_a_device_that_fails_a_write_makes_msync_fail_with_eio(firmware: Path, arch: str,
+                                                             tmp_path: Path, capfd) -> None:  # type: ignore[no-untyped-def]
+    requests: list[DeviceRequest] = []
+    profile = load_profile()
+    device = BlockDevice(profile.cycles(profile.read_page_ns), profile.cycles(profile.write_page_ns),
+                         fails=fail_nth(1, write=True))
+    m = Machine(RunConfig(program=str(firmware / arch / "file_map"), args=("shared", "d", "4"),
+                          root=str(tmp_path)),
+                instruments=(requests.append,), device=device, diagnostics=DiagnosticLog())
+    result = m.result()
+    assert result.exit_code == 1 and "FAILED: msync" in capfd.readouterr().err
+    (msync,) = [r for r in requests if isinstance(r, DeviceRequest) and r.reason == "msync"]
+    assert (msync.ok, msync.errno, msync.pages) == (False, errno.EIO, 4)
+    # nothing was written then: the pages stayed modified, and went out at exit instead
+    writes = [r for r in requests if isinstance(r, DeviceRequest) and r.reason == "write_back"]
+    assert [w.pages for w in writes] == [4] and (tmp_path / "d").read_bytes()[0:1] == b"S"
