@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
+from typing import TYPE_CHECKING
 
 from emu.cpu.engine import NEVER, SYSCALLS_COUNTED, CpuEngine, Stop, StopKind
 from emu.errors import EmuError
@@ -42,6 +43,11 @@ from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, Address
 from emu.profile import Profile
 from emu.trace.events import (Diagnostic, EventBus, LargePage, ProcessCreate, ProcessExec,
                               ProcessExit, Switch, ThreadExit)
+
+if TYPE_CHECKING:
+    from emu.kernel.family import Family
+    from emu.kernel.residency import Residency
+    from emu.kernel.sigdeliver import SignalDelivery
 
 _EXCEPTIONS = (StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC)  # SIGILL/TRAP/FPE
 PROCNTO_PID = 1
@@ -94,7 +100,8 @@ class Kernel:
         self.until_instructions = NEVER
         self.last_stop: Stop | None = None       # the engine stop that ended the last step
 
-    def connect(self, services: Services, signals, family, residency) -> None:  # type: ignore[no-untyped-def]
+    def connect(self, services: Services, signals: SignalDelivery, family: Family,
+                residency: Residency) -> None:
         """Hand in the parts that need the kernel themselves (built after it)."""
         self.services = services
         self.signals = signals
