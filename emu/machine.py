@@ -230,10 +230,13 @@ class Machine:
         elif isinstance(until, AtPc):
             engine.set_breakpoints(list(until.pcs), resume_from=self._resume_pc)
         elif isinstance(until, OnEvent):
-            def watcher(event: Event, predicate=until.predicate) -> None:  # type: ignore[misc]
+            predicate = until.predicate
+
+            def watch(event: Event) -> None:
                 if not hit and predicate(event):
                     hit.append(event)
                     kernel.request_stop()
+            watcher = watch
             self.bus.subscribe(watcher, until.kinds)
         self._resume_pc = None
         try:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import unicorn
 from unicorn import arm64_const as a64
-from unicorn import x86_const as x86_const
+from unicorn import x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from emu.cpu.arch import SIGNAL_REGISTERS, X86_FP_REGISTERS, ArchSpec
@@ -165,7 +165,7 @@ class CpuEngine:
             return self._exception(st.intno, now)
         if err == unicorn.UC_ERR_INSN_INVALID:
             self.take_back_unretired(now)
-            return Stop(StopKind.ILLEGAL, pc=now, detail=unicorn.UcError(err).__str__())
+            return Stop(StopKind.ILLEGAL, pc=now, detail=str(unicorn.UcError(err)))
         if err != unicorn.UC_ERR_OK:
             return Stop(StopKind.CPU_ERROR, pc=now, detail=str(unicorn.UcError(err)))
         # emu_start's `until` is 0: the guest jumped to address 0
@@ -354,6 +354,16 @@ class CpuEngine:
         """Load a thread's registers."""
         self.uc.context_restore(context)
 
+    def derived_context(self, registers: dict[int, int]) -> unicorn.UcContext:
+        """A copy of the loaded registers with `registers` (Unicorn id -> value) changed; the
+        CPU keeps its own (a new thread's or process's starting registers)."""
+        saved = self.uc.context_save()
+        for reg, value in registers.items():
+            self.uc.reg_write(reg, value)
+        context = self.uc.context_save()
+        self.uc.context_restore(saved)
+        return context
+
     # ---- translation caches ----
 
     def flush_tlb(self) -> None:
@@ -362,10 +372,7 @@ class CpuEngine:
 
     def invalidate_tlb(self, start: int, end: int) -> None:
         """Drop the cached translations of the running space's pages in [start, end)."""
-        if end - start > lib.FP_FLUSH_CEILING << 12:
-            self.fastpath.flush_tlb()
-        else:
-            self.fastpath.flush_tlb_range(start, end)
+        self.fastpath.flush_tlb_range(start, min(end, NEVER))
 
     def invalidate_code(self, first_frame: int, count: int = 1) -> None:
         """Drop translated code and block costs held for frames whose contents change."""

@@ -52,7 +52,7 @@ ffibuilder.set_source(
     "emu.cpu._fastpath",
     '#include "fastpath.c"\n',
     include_dirs=[str(CSRC)],
-    depends=[str(CSRC / "fastpath.c"), str(CSRC / "fastpath.h")],
+    depends=[str(CSRC / "fastpath.c"), str(CSRC / "pagetable.c"), str(CSRC / "fastpath.h")],
     extra_compile_args=["-O2", "-std=c99", "-Wall"],
 )
 

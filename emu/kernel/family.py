@@ -72,10 +72,7 @@ class Family:
         pp.children.append(child)
         pp.space.fork_into(child.space)
         engine = k.engine
-        saved = engine.save_context()
-        engine.set_syscall_result(0)
-        context = engine.save_context()
-        engine.restore_context(saved)
+        context = engine.derived_context({engine.spec.syscall_ret: 0})
         thread = Thread(tid=child.pid, process=child, pc=engine.pc, context=context,
                         priority=parent.base_priority, base_priority=parent.base_priority,
                         policy=parent.policy, name="main", sig=parent.sig.for_fork())

@@ -199,15 +199,13 @@ class Kernel:
 
     def clone_thread(self, parent: Thread, stack: int, tls: int | None) -> Thread:
         """A new thread of `parent`'s process continuing from the same syscall with result 0."""
-        engine = self.engine
-        saved = engine.save_context()
-        engine.set_syscall_result(0)
+        engine, spec = self.engine, self.engine.spec
+        changes = {spec.syscall_ret: 0}
         if stack:
-            engine.reg_write(engine.spec.sp, stack)
+            changes[spec.sp] = stack
         if tls is not None:
-            engine.reg_write(engine.spec.tls, tls)
-        context = engine.save_context()
-        engine.restore_context(saved)
+            changes[spec.tls] = tls
+        context = engine.derived_context(changes)
         child = Thread(tid=self._allocate_id(), process=parent.process, pc=engine.pc,
                        context=context, priority=parent.base_priority,
                        base_priority=parent.base_priority, policy=parent.policy,
@@ -233,14 +231,9 @@ class Kernel:
 
     def fresh_context(self, sp: int) -> object:
         """Registers of a fresh program: all zero but the stack pointer."""
-        engine = self.engine
-        saved = engine.save_context()
-        for reg in (*engine.spec.syscall_args, engine.spec.syscall_nr, engine.spec.tls):
-            engine.reg_write(reg, 0)
-        engine.reg_write(engine.spec.sp, sp)
-        context = engine.save_context()
-        engine.restore_context(saved)
-        return context
+        spec = self.engine.spec
+        return self.engine.derived_context(
+            {**{reg: 0 for reg in (*spec.syscall_args, spec.syscall_nr, spec.tls)}, spec.sp: sp})
 
     def loaded_thread(self) -> Thread | None:
         """The guest thread whose registers are in the CPU now."""
