@@ -65,7 +65,7 @@ class Family:
         k = self.kernel
         pp = parent.process
         child = k.new_process(pp.arch, pp.exe_path, pp.uid, parent=pp)
-        child.gid, child.cwd, child.umask, child.root = pp.gid, pp.cwd, pp.umask, pp.root
+        child.cwd, child.umask, child.root = pp.cwd, pp.umask, pp.root
         child.fds = pp.fds.clone()
         child.sig = pp.sig.copy_for_fork()          # same dispositions, nothing pending
         child.parent = pp

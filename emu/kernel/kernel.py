@@ -26,7 +26,7 @@ from emu.kernel.faults import FaultEntry
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import OUTSIDE_ROOT_EXE, GuestRoot
 from emu.kernel.io import BackingStore
-from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
+from emu.kernel.process import Credentials, ExitStatus, Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.sigdeliver import exception_info, fault_info
 from emu.kernel.signals import SI_KERNEL, SigInfo, deliverable
@@ -135,8 +135,11 @@ class Kernel:
                              self.large_shifts, self._large_page)
         mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc),
                          self.frames, self.engine.invalidate_code)
-        proc = Process(pid=self._allocate_id(), arch=arch, space=space, mem=mem, root=self.root,
-                       exe_path=exe, uid=uid, gid=uid, parent=parent)
+        pid = self._allocate_id()
+        proc = Process(pid=pid, arch=arch, space=space, mem=mem, root=self.root, exe_path=exe,
+                       creds=parent.creds.copy() if parent else Credentials.of(uid),
+                       pgid=parent.pgid if parent else pid, sid=parent.sid if parent else pid,
+                       parent=parent)
         space.owner = proc.pid
         self.processes.append(proc)
         if self.bus.wants(ProcessCreate):

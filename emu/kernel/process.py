@@ -1,6 +1,7 @@
 """Processes and threads: the kernel's records of who runs in which address space."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -84,6 +85,31 @@ class ExitStatus:
         return 128 + self.signal if self.signal else self.code & 0xFF
 
 
+@dataclass
+class Credentials:
+    """A process's user and group ids (real, effective, saved, file-system) and groups."""
+
+    uid: int = 0
+    euid: int = 0
+    suid: int = 0
+    fsuid: int = 0
+    gid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    fsgid: int = 0
+    groups: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, uid: int, gid: int | None = None) -> Credentials:
+        """Every user id `uid` and every group id `gid` (default: `uid`), no extra groups."""
+        gid = uid if gid is None else gid
+        return cls(uid, uid, uid, uid, gid, gid, gid, gid)
+
+    def copy(self) -> Credentials:
+        """An independent copy (fork)."""
+        return dataclasses.replace(self)
+
+
 @dataclass(eq=False)
 class Process:
     """A process: address space, descriptors, identity and threads."""
@@ -94,8 +120,9 @@ class Process:
     mem: UserMemory
     root: GuestRoot
     exe_path: str                   # guest path of the program
-    uid: int = 0
-    gid: int = 0
+    creds: Credentials = field(default_factory=Credentials)
+    pgid: int = 0                   # process group (0 until the kernel sets it: its pid)
+    sid: int = 0                    # session
     cwd: str = "/"
     umask: int = 0o022
     fds: FdTable = field(default_factory=FdTable)
@@ -108,6 +135,16 @@ class Process:
     children: list[Process] = field(default_factory=list)
     reaped: bool = False            # its exit status was collected by wait4/waitid
     vfork_parent: Any = None        # (thread, token) of a vfork parent waiting for exec/exit
+
+    @property
+    def uid(self) -> int:
+        """The real user id."""
+        return self.creds.uid
+
+    @property
+    def gid(self) -> int:
+        """The real group id."""
+        return self.creds.gid
 
     @property
     def alive(self) -> bool:
