@@ -30,12 +30,20 @@ from emu.kernel.family import Family
 from emu.kernel.futex import FutexTable
 from emu.kernel.guestfs import GuestRoot
 from emu.kernel.io import BackingStore
+from emu.kernel.itimers import ItimerTable
 from emu.kernel.kernel import Kernel
 from emu.kernel.process import ExitStatus, Process, Thread, ThreadState
 from emu.kernel.residency import Residency
+from emu.kernel.resources import ResourceHooks, SystemFacts
 from emu.kernel.sched import Scheduler
+from emu.kernel.hostio import HostPoller
+from emu.kernel.locks import LockTable
+from emu.kernel.procfs import ProcFs
 from emu.kernel.sigdeliver import SignalDelivery
+from emu.kernel.sigframe import FRAMES
+from emu.kernel.waitq import Blocking
 from emu.kernel.syscalls import MemoryServices, Services, SyscallTable
+from emu.kernel.sysvshm import SysvShm
 from emu.kernel.timers import TimerQueue
 from emu.kernel.waits import Waits
 from emu.loader.elf import read_elf
@@ -46,7 +54,9 @@ from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
 from emu.servers.procnto import MemoryManager
 from emu.trace.diagnostics import DiagnosticPrinter
-from emu.trace.events import Diagnostic, Event, EventBus, JsonLinesWriter, RunEnd, RunStart
+from emu.trace.events import (Diagnostic, Event, EventBus, FaultEnd, JsonLinesWriter,
+                              ProcessCreate, ProcessExec, ProcessExit, RunEnd, RunStart,
+                              ThreadCreate)
 from emu.trace.stats import RunStats
 
 MIN_RAM = 1 << 20
@@ -188,11 +198,25 @@ class Machine:
         residency = Residency(pager, engine.now, engine.charge, costs, store, bus)
         signals = SignalDelivery(engine, sched, bus, kernel.processes, kernel.end_process,
                                  kernel.procnto)
-        family = Family(kernel)
+        blocking = Blocking(sched, timers, FRAMES[spec.name].syscall_insn_size, signals.waiting)
+        locks = LockTable()
+        family = Family(kernel, blocking, locks)
+        host_io = HostPoller(blocking)
+        itimers = ItimerTable(timers, clock, sched.cpu_time, signals.send, kernel.find_thread)
+        shm = SysvShm(frames, ram, kernel.processes, engine.invalidate_code)
+        self._follow_processes(kernel, ResourceHooks(
+            self._find_process, lambda: sched.current, sched.cpu_time,
+            on_exec=(itimers.on_exec, shm.forget), on_exit=(itimers.forget, shm.forget)))
         services = Services(threads=kernel, clock=clock,
                             memory=MemoryServices(page_cache, residency, store, waits),
-                            signals=signals, family=family)
-        kernel.connect(services, signals, family, residency)
+                            signals=signals, family=family, blocking=blocking, host=host_io,
+                            locks=locks, procfs=ProcFs(
+                                kernel.processes, lambda: kernel.procnto, ram.size,
+                                lambda: frames.free_count, clock.now_ns, spec.name,
+                                sched.cpu_time, profile.frequency_hz),
+                            system=SystemFacts(ram.size, frames, kernel.processes, clock),
+                            itimers=itimers, shm=shm)
+        kernel.connect(services, signals, family, residency, host_io)
 
         # the CPU's shortcuts into the kernel
         engine.fastpath.on_syscall = kernel.inline_syscall
@@ -402,6 +426,34 @@ class Machine:
         thread = self.kernel.loaded_thread()
         assert thread is not None
         return thread.process.mem.peek(vaddr, size)
+
+    def _find_process(self, pid: int) -> Process | None:
+        """Any process, live or ended, by pid (pids are never reused)."""
+        return next((p for p in reversed(self.kernel.processes) if p.pid == pid), None)
+
+    def _follow_processes(self, kernel: Kernel, hooks: ResourceHooks) -> None:
+        """Apply the resource rules (limits, names, capabilities, timers, SysV shm) as
+        processes fork, exec, exit and fault, and as threads are created."""
+        def process(event: Event) -> Process:
+            proc = self._find_process(event.pid)
+            assert proc is not None, f"event of unknown pid {event.pid}"
+            return proc
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, FaultEnd):
+                hooks.fault_ended(event.pid, event.cause, event.signal)
+            elif isinstance(event, ThreadCreate):
+                thread = kernel.find_thread(event.tid)
+                if thread is not None:
+                    hooks.thread_created(thread)
+            elif isinstance(event, ProcessCreate):
+                hooks.process_created(process(event))
+            elif isinstance(event, ProcessExec):
+                hooks.process_execed(process(event))
+            elif isinstance(event, ProcessExit):
+                hooks.process_exited(process(event))
+        self.bus.subscribe(on_event, (FaultEnd, ThreadCreate, ProcessCreate, ProcessExec,
+                                      ProcessExit))
 
     def _unknown_syscall(self, name: str, nr: int, arch: str) -> None:
         self.kernel.diagnose(self.kernel.sched.current, f"unimplemented system call {name} "

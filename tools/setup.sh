@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 APT_PACKAGES=(make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools qemu-user
-              python3 python3-venv python3-dev)
+              python3 python3-venv python3-dev libsqlite3-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -37,6 +37,37 @@ echo "setup: installing emu into .venv (pip install -e '.[test]')"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 # byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile emu again
 .venv/bin/python -m compileall -q emu >/dev/null
+
+# Third-party guests for the tests of real programs: Debian's static busybox for both
+# architectures, and the arm64 static SQLite library (the amd64 one comes with
+# libsqlite3-dev). dpkg must know the arm64 architecture for that; only its package index
+# is fetched, nothing of it is installed.
+GUESTS=.cache/guests
+if [ ! -x "$GUESTS/aarch64/busybox" ] || [ ! -x "$GUESTS/x86_64/busybox" ] \
+        || [ ! -f "$GUESTS/aarch64/libsqlite3.a" ]; then
+    echo "setup: fetching busybox-static (amd64, arm64) and libsqlite3-dev (arm64) for the tests"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        $SUDO dpkg --add-architecture arm64
+        $SUDO apt-get update -qq
+    fi
+    work="$(mktemp -d)"
+    chmod 777 "$work"           # apt's _apt user downloads into it
+    packages=(busybox-static:amd64 busybox-static:arm64 libsqlite3-dev:arm64)
+    if ! (cd "$work" && apt-get download -qq "${packages[@]}" >/dev/null 2>&1); then
+        $SUDO apt-get update -qq
+        (cd "$work" && apt-get download -qq "${packages[@]}" >/dev/null 2>&1)
+    fi
+    for pair in amd64:x86_64 arm64:aarch64; do
+        deb=("$work"/busybox-static_*_"${pair%%:*}".deb)
+        mkdir -p "$GUESTS/${pair##*:}"
+        dpkg-deb --fsys-tarfile "${deb[0]}" | tar -xO ./bin/busybox > "$GUESTS/${pair##*:}/busybox"
+        chmod +x "$GUESTS/${pair##*:}/busybox"
+    done
+    deb=("$work"/libsqlite3-dev_*_arm64.deb)
+    dpkg-deb --fsys-tarfile "${deb[0]}" | tar -xO ./usr/lib/aarch64-linux-gnu/libsqlite3.a \
+        > "$GUESTS/aarch64/libsqlite3.a"
+    rm -rf "$work"
+fi
 
 echo "setup: building the firmware"
 make -C firmware -j2 -s

@@ -38,6 +38,7 @@ class ArchSpec:
     cs_arch: int
     cs_mode: int
     platform: str                  # AT_PLATFORM string
+    exec_registers: tuple[tuple[int, int], ...] = ()    # (register, value) a new image starts with
 
     @property
     def hwcap(self) -> int:
@@ -53,6 +54,12 @@ X86_64 = ArchSpec(
                   x86.UC_X86_REG_R10, x86.UC_X86_REG_R8, x86.UC_X86_REG_R9),
     syscall_ret=x86.UC_X86_REG_RAX, tls=x86.UC_X86_REG_FS_BASE,
     cs_arch=capstone.CS_ARCH_X86, cs_mode=capstone.CS_MODE_64, platform="x86_64",
+    # Linux's fpstate_init (arch/x86/kernel/fpu/core.c): x87 control word 0x037F (all
+    # exceptions masked, 64-bit precision, round to nearest), an empty x87 stack, and
+    # MXCSR_DEFAULT 0x1F80 (all SSE exceptions masked, round to nearest)
+    exec_registers=((x86.UC_X86_REG_FPCW, 0x037F), (x86.UC_X86_REG_FPSW, 0),
+                    (x86.UC_X86_REG_FPTAG, 0xFFFF), (x86.UC_X86_REG_MXCSR, 0x1F80),
+                    *((x86.UC_X86_REG_XMM0 + i, 0) for i in range(16))),
 )
 
 AARCH64 = ArchSpec(
@@ -63,6 +70,10 @@ AARCH64 = ArchSpec(
                   a64.UC_ARM64_REG_X3, a64.UC_ARM64_REG_X4, a64.UC_ARM64_REG_X5),
     syscall_ret=a64.UC_ARM64_REG_X0, tls=a64.UC_ARM64_REG_TPIDR_EL0,
     cs_arch=capstone.CS_ARCH_ARM64, cs_mode=capstone.CS_MODE_ARM, platform="aarch64",
+    # Linux starts a new image with FPCR 0 (round to nearest, no traps, no flush-to-zero)
+    # and FPSR 0 (fpsimd_flush_thread), and the vector registers zero
+    exec_registers=((a64.UC_ARM64_REG_FPCR, 0), (a64.UC_ARM64_REG_FPSR, 0),
+                    *((a64.UC_ARM64_REG_V0 + i, 0) for i in range(32))),
 )
 
 ARCHES = {spec.name: spec for spec in (X86_64, AARCH64)}

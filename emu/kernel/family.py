@@ -4,8 +4,14 @@ A forked child gets a copy of its parent's address space whose private pages
 are shared copy-on-write (emu/mm/vmspace.py `fork_into`), a copy of the
 descriptor table, and one thread continuing from the same system call with
 result 0. An exited child stays a zombie until its parent collects its status;
-a parent blocked in wait4/waitid waits REPLY-blocked (as on procnto in QNX)
-and is woken exactly once with the child's pid.
+a parent blocked in wait4/waitid waits REPLY-blocked (as on procnto in QNX) on
+its `child_events` queue, and runs its call again when a child exits; a signal
+interrupts the wait. A child's exit sends SIGCHLD to its parent (CLD_EXITED,
+CLD_KILLED or CLD_DUMPED, with the status), unless the parent ignores SIGCHLD or set
+SA_NOCLDWAIT: then the child is reaped at once, as on Linux.
+
+vfork and clone(CLONE_VM) children (posix_spawn, system, popen) run in their
+parent's memory, on the stack they were given, until they exec or exit.
 """
 from __future__ import annotations
 
@@ -18,27 +24,31 @@ from typing import TYPE_CHECKING
 
 from emu.errors import EmuError
 from emu.kernel.process import Process, Thread, ThreadState
-from emu.kernel.signals import AltStack
+from emu.kernel.signals import SA_NOCLDWAIT, SI_USER, SIG_IGN, AltStack, SigInfo
+from emu.kernel.locks import LockTable
+from emu.kernel.waitq import Blocking, WaitQueue
 from emu.loader.elf import read_elf
 
 if TYPE_CHECKING:
     from emu.kernel.kernel import Kernel
 
-WNOHANG = 1
-WEXITED = 4
-P_ALL, P_PID = 0, 1
-CLD_EXITED, CLD_KILLED = 1, 2
+WNOHANG, WUNTRACED, WEXITED, WCONTINUED, WNOWAIT = 1, 2, 4, 8, 0x01000000
+P_ALL, P_PID, P_PGID = 0, 1, 2
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
 
-@dataclass(eq=False)
-class Waiter:
-    """A thread blocked in wait4 or waitid."""
+@dataclass(frozen=True)
+class ChildFilter:
+    """Which children a wait4/waitid accepts: any (-1), a pid, or a process group."""
 
-    thread: Thread
-    token: object
-    pid: int                 # -1: any child
-    out: int                 # status (wait4) or siginfo (waitid) address, 0 for none
-    siginfo: bool            # waitid's siginfo_t instead of wait4's status word
+    pid: int = -1
+    pgid: int | None = None
+
+    def accepts(self, child: Process) -> bool:
+        """Whether `child` matches."""
+        if self.pgid is not None:
+            return child.pgid == self.pgid
+        return self.pid in (-1, child.pid)
 
 
 def wait_status(proc: Process) -> int:
@@ -50,18 +60,22 @@ def wait_status(proc: Process) -> int:
 class Family:
     """Parents, children and the calls that relate them."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        """Family bookkeeping for `kernel`."""
+    def __init__(self, kernel: Kernel, blocking: Blocking, locks: LockTable) -> None:
+        """Family bookkeeping for `kernel`; waits block through `blocking`; an exiting
+        process's record locks in `locks` go with it."""
         self.kernel = kernel
-        self._waiters: list[Waiter] = []
+        self.blocking = blocking
+        self.locks = locks
 
     # ---- fork and vfork ----
 
-    def fork(self, parent: Thread, vfork: bool = False) -> Thread:
-        """A child process copying `parent`'s process (copy-on-write); returns its thread.
+    def fork(self, parent: Thread, vfork: bool = False, share_memory: bool = False,
+             stack: int = 0) -> Thread:
+        """A child process of `parent`'s process; returns its thread.
 
-        With `vfork`, the parent thread blocks until the child execs or exits (the
-        child still gets its own copy of the memory, which POSIX allows)."""
+        Its memory is a copy-on-write copy, or with `share_memory` (CLONE_VM, as vfork and
+        posix_spawn use) the parent's own memory until the child execs or exits. With `vfork`
+        the parent thread blocks until then. `stack`, if given, is the child's stack pointer."""
         k = self.kernel
         pp = parent.process
         child = k.new_process(pp.arch, pp.exe_path, pp.uid, parent=pp)
@@ -70,9 +84,15 @@ class Family:
         child.sig = pp.sig.copy_for_fork()          # same dispositions, nothing pending
         child.parent = pp
         pp.children.append(child)
-        pp.space.fork_into(child.space)
+        if share_memory:
+            child.space, child.mem, child.borrows_space = pp.space, pp.mem, True
+        else:
+            pp.space.fork_into(child.space)
         engine = k.engine
-        context = engine.derived_context({engine.spec.syscall_ret: 0})
+        changes = {engine.spec.syscall_ret: 0}
+        if stack:
+            changes[engine.spec.sp] = stack
+        context = engine.derived_context(changes)
         thread = Thread(tid=child.pid, process=child, pc=engine.pc, context=context,
                         priority=parent.base_priority, base_priority=parent.base_priority,
                         policy=parent.policy, name="main", sig=parent.sig.for_fork())
@@ -111,7 +131,13 @@ class Family:
         for other in proc.threads:
             if other is not thread:
                 k.sched.kill(other)
-        proc.space.release_all()
+        if proc.borrows_space:              # the parent keeps its memory; the child gets its own
+            proc.space, proc.mem = k.new_space()
+            proc.space.owner = proc.pid
+            proc.borrows_space = False
+            k.load_space(proc.space)
+        else:
+            proc.space.release_all()
         proc.fds.close_on_exec()
         proc.lock_future = proc.superlocked = False      # exec releases locks
         proc.sig.reset_for_exec()                         # caught signals back to SIG_DFL
@@ -126,57 +152,117 @@ class Family:
         self._release_vfork_parent(proc)
         return None
 
+    # ---- process groups and sessions ----
+
+    def set_pgid(self, caller: Process, pid: int, pgid: int) -> int:
+        """setpgid: 0 or -errno, by Linux's rules: the caller or one of its children in its
+        session, not a session leader, into its own group or one of the same session."""
+        target = caller if pid == 0 else self.kernel.signals.find_process(pid)
+        if target is None or (target is not caller and target.parent is not caller):
+            return -errno.ESRCH
+        if pgid < 0:
+            return -errno.EINVAL
+        pgid = pgid or target.pid
+        if target.sid == target.pid:
+            return -errno.EPERM                 # a session leader
+        if target is not caller and target.sid != caller.sid:
+            return -errno.EPERM
+        if pgid != target.pid and not any(p.pgid == pgid and p.sid == caller.sid and p.alive
+                                          for p in self._guests()):
+            return -errno.EPERM
+        target.pgid = pgid
+        return 0
+
+    def set_sid(self, caller: Process) -> int:
+        """setsid: a new session and group led by the caller (EPERM for a group leader)."""
+        if any(p.pgid == caller.pid and p.alive for p in self._guests()):
+            return -errno.EPERM
+        caller.sid = caller.pgid = caller.pid
+        return caller.pid
+
+    def group_members(self, pgid: int) -> list[Process]:
+        """The live processes of process group `pgid`."""
+        return [p for p in self._guests() if p.pgid == pgid and p.alive]
+
+    def _guests(self) -> list[Process]:
+        return [p for p in self.kernel.processes if p is not self.kernel.procnto]
+
     # ---- waiting ----
 
-    def wait(self, thread: Thread, pid: int, out: int, options: int, siginfo: bool) -> int | None:
-        """wait4/waitid: reap an exited child matching `pid` (-1: any); 0 with WNOHANG when
-        none has exited; -ECHILD without such children; None while the caller blocks."""
+    def wait(self, thread: Thread, which: ChildFilter, out: int, options: int,
+             siginfo: bool) -> int | None:
+        """wait4/waitid: reap an exited child `which` accepts; 0 with WNOHANG when none has
+        exited; -ECHILD without such children; None while the caller blocks (it runs the call
+        again when a child changes; a signal interrupts it)."""
         proc = thread.process
-        children = [c for c in proc.children if not c.reaped and pid in (-1, c.pid)]
+        children = [c for c in proc.children if not c.reaped and which.accepts(c)]
         if not children:
             return -errno.ECHILD
         for child in children:
             if child.exit is not None:
-                return self._reap(proc, child, out, siginfo)
+                return self._reap(proc, child, out, siginfo, keep=bool(options & WNOWAIT))
         if options & WNOHANG:
             if siginfo and out:
                 proc.mem.write(out, bytes(128))
             return 0
-        token = self.kernel.sched.block(thread, ThreadState.REPLY)
-        self._waiters.append(Waiter(thread, token, pid, out, siginfo))
+        if proc.child_events is None:
+            proc.child_events = WaitQueue()
+        self.blocking.wait(thread, [proc.child_events], ThreadState.REPLY)
         return None
 
-    def _reap(self, parent: Process, child: Process, out: int, siginfo: bool) -> int:
-        """Collect `child`'s status into the parent's memory; the call's result (waitid: 0,
-        wait4: the child's pid)."""
-        child.reaped = True
+    def _reap(self, parent: Process, child: Process, out: int, siginfo: bool,
+              keep: bool = False) -> int:
+        """Collect `child`'s status into the parent's memory (`keep`: WNOWAIT, leave it a
+        zombie); the call's result (waitid: 0, wait4: the child's pid)."""
+        assert child.exit is not None
         if out and siginfo:
-            assert child.exit is not None
-            code = CLD_KILLED if child.exit.signal else CLD_EXITED
-            status = child.exit.signal or child.exit.code
-            parent.mem.write(out, struct.pack("<iii4xiii", signal.SIGCHLD, 0, code, child.pid,
+            code, status = self.exit_code(child)
+            parent.mem.write(out, struct.pack("<iii4xiIi", signal.SIGCHLD, 0, code, child.pid,
                                               child.uid, status).ljust(128, b"\0"))
-            return 0
-        if out:
+        elif out:
             parent.mem.write(out, struct.pack("<i", wait_status(child)))
-        return child.pid
+        if not keep:
+            child.reaped = True
+            parent.children.remove(child)
+        return 0 if siginfo else child.pid
+
+    @staticmethod
+    def exit_code(child: Process) -> tuple[int, int]:
+        """(si_code, si_status) of an exited child's SIGCHLD and waitid."""
+        assert child.exit is not None
+        if child.exit.signal:
+            core = child.exit.signal in (signal.SIGQUIT, signal.SIGILL, signal.SIGABRT,
+                                         signal.SIGFPE, signal.SIGSEGV, signal.SIGBUS,
+                                         signal.SIGTRAP, signal.SIGSYS, signal.SIGXCPU,
+                                         signal.SIGXFSZ)
+            return (CLD_DUMPED if core else CLD_KILLED), child.exit.signal
+        return CLD_EXITED, child.exit.code & 0xFF
 
     def on_exit(self, proc: Process) -> None:
-        """`proc` has exited: release a vfork parent; hand the status to a waiting parent
-        thread (woken once); orphan its children."""
+        """`proc` has exited: release a vfork parent; tell its parent (SIGCHLD, unless the
+        parent ignores it or set SA_NOCLDWAIT, which reap it at once); orphan its children."""
         self._release_vfork_parent(proc)
+        for queue in self.locks.drop_process(proc):
+            self.blocking.wake(queue)
         for child in proc.children:
             child.parent = None
+            if child.exit is not None:
+                child.reaped = True         # init reaps orphaned zombies
+            elif child.pdeath_signal:       # prctl(PR_SET_PDEATHSIG)
+                self.kernel.signals.send(child, SigInfo(child.pdeath_signal, SI_USER,
+                                                        pid=proc.pid, uid=proc.uid))
+        proc.children = [c for c in proc.children if not c.reaped]
         parent = proc.parent
-        if parent is None:
+        if parent is None or not parent.alive:
             proc.reaped = True
             return
-        sched = self.kernel.sched
-        for waiter in list(self._waiters):
-            if not sched.is_waiting_on(waiter.thread, waiter.token):
-                self._waiters.remove(waiter)           # its process died meanwhile
-            elif waiter.thread.process is parent and waiter.pid in (-1, proc.pid):
-                self._waiters.remove(waiter)
-                sched.wake(waiter.thread, waiter.token,
-                           self._reap(parent, proc, waiter.out, waiter.siginfo))
-                return
+        action = parent.sig.action(signal.SIGCHLD)
+        if action.handler == SIG_IGN or action.flags & SA_NOCLDWAIT:
+            proc.reaped = True              # auto-reaped: a waiting parent may get ECHILD
+            parent.children.remove(proc)
+        if action.handler != SIG_IGN:
+            code, status = self.exit_code(proc)
+            self.kernel.signals.send(parent, SigInfo(signal.SIGCHLD, code, pid=proc.pid,
+                                                     uid=proc.uid, value=status))
+        if parent.child_events is not None:
+            self.blocking.wake(parent.child_events)

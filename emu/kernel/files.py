@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # Flags whose values differ between x86-64 and the asm-generic (AArch64) ABI.
 _ARCH_OPEN_FLAGS = {
@@ -24,6 +25,7 @@ _COMMON_OPEN_FLAGS = {  # same value on both guest ABIs and the host
 }
 _O_TMPFILE_BIT = 0o20000000     # __O_TMPFILE: O_TMPFILE is this | the arch's O_DIRECTORY
 O_CLOEXEC = 0o2000000
+O_NONBLOCK = 0o4000
 
 
 def host_open_flags(arch: str, guest_flags: int) -> tuple[int, bool, bool]:
@@ -44,9 +46,13 @@ def host_open_flags(arch: str, guest_flags: int) -> tuple[int, bool, bool]:
     return host, directory, nofollow
 
 
-@dataclass
+@dataclass(eq=False)
 class OpenFile:
-    """One open file description (shared by dup'ed descriptors)."""
+    """One open file description (shared by dup'ed descriptors).
+
+    A pipe, FIFO or epoll instance is a kernel object (`kernel_object`); its `host_fd`
+    is then only an anchor of the same file type (a host pipe end, for fstat and lseek),
+    never read or written."""
 
     host_fd: int
     guest_path: str
@@ -54,12 +60,37 @@ class OpenFile:
     is_std: bool = False            # the emulator's own stdio: never closed on the host
     dir_entries: list[tuple[str, int, int]] | None = None   # getdents64 state
     refs: int = field(default=1)
+    kernel_object: KernelObject | None = None
+    _may_block: bool | None = None
+
+    @property
+    def nonblocking(self) -> bool:
+        """Whether O_NONBLOCK is set on the description."""
+        return bool(self.guest_flags & O_NONBLOCK)
+
+    @property
+    def may_block(self) -> bool:
+        """Whether host reads or writes of it can wait (a host pipe, socket or terminal)."""
+        if self._may_block is None:
+            from emu.kernel.hostio import host_may_block
+            self._may_block = self.kernel_object is None and host_may_block(self.host_fd)
+        return self._may_block
 
     def close(self) -> None:
         """Drop one reference; close the host descriptor with the last one."""
         self.refs -= 1
-        if self.refs == 0 and not self.is_std:
-            os.close(self.host_fd)
+        if self.refs == 0:
+            if self.kernel_object is not None:
+                self.kernel_object.release()
+            if not self.is_std:
+                os.close(self.host_fd)
+
+
+class KernelObject(Protocol):
+    """What a kernel-implemented open file (pipe end, epoll instance) does at its last close."""
+
+    def release(self) -> None:
+        """The description's last descriptor closed."""
 
 
 @dataclass
@@ -87,6 +118,10 @@ class FdTable:
         if slot is None:
             raise OSError(errno.EBADF, "bad file descriptor")
         return slot.file
+
+    def numbers(self) -> list[int]:
+        """The open descriptors, in order."""
+        return sorted(self._slots)
 
     def slot(self, fd: int) -> FdSlot:
         """The descriptor slot of `fd`, or EBADF."""

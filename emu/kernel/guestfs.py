@@ -27,6 +27,53 @@ class GuestRoot:
         """Serve `host_dir` as the guest's `/`; `exe_guest_path` is what /proc/self/exe names."""
         self.host_dir = os.path.realpath(host_dir)
         self.exe_guest_path = exe_guest_path
+        # guest-visible owners set by chown where the host could not (it is not root):
+        # (st_dev, st_ino) -> (uid, gid), for the run
+        self.owners: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def owner_of(self, st: os.stat_result) -> tuple[int, int]:
+        """(uid, gid) the guest sees for a host stat result (a chown recorded for the run
+        wins over the host's owner)."""
+        return self.owners.get((st.st_dev, st.st_ino), (st.st_uid, st.st_gid))
+
+    def set_owner(self, st: os.stat_result, uid: int, gid: int) -> None:
+        """Record the guest-visible owner of the file `st` describes (forgotten when it
+        matches the host's)."""
+        key = (st.st_dev, st.st_ino)
+        if (uid, gid) == (st.st_uid, st.st_gid):
+            self.owners.pop(key, None)
+        else:
+            self.owners[key] = (uid, gid)
+
+    def forget_owner(self, st: os.stat_result) -> None:
+        """Drop a recorded owner (its file is being removed: the inode may be reused)."""
+        self.owners.pop((st.st_dev, st.st_ino), None)
+
+    def magic_link(self, path: str, cwd: str, exe: str | None = None,
+                   pid: int | None = None) -> str | None:
+        """What readlink shows for /proc/self/{exe,cwd,root} (or /proc/thread-self/...,
+        /proc/PID/...) however it is spelt (`.`, `..`, `//`, relative, through
+        /proc/self/root or /proc/self/cwd); None for any other path. Never a host path."""
+        exe_path = self.exe_guest_path if exe is None else exe
+        selves = {"self", "thread-self"} | ({str(pid)} if pid is not None else set())
+        parts: list[str] = [] if path.startswith("/") else [c for c in cwd.split("/") if c]
+        names = [c for c in path.split("/") if c]
+        for i, name in enumerate(names):
+            if name == ".":
+                continue
+            if name == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(name)
+            last = i == len(names) - 1
+            if len(parts) == 3 and parts[0] == "proc" and parts[1] in selves \
+                    and parts[2] in ("root", "cwd") and not last:
+                parts = [c for c in (cwd if parts[2] == "cwd" else "/").split("/") if c]
+        if len(parts) == 3 and parts[0] == "proc" and parts[1] in selves \
+                and parts[2] in ("root", "cwd", "exe") and not path.endswith("/"):
+            return {"root": "/", "cwd": cwd, "exe": exe_path}[parts[2]]
+        return None
 
     def guest_path_of(self, host_path: str) -> str | None:
         """The guest path of a host path under the root, or None if it lies outside."""
@@ -62,7 +109,7 @@ class GuestRoot:
                 if parts:
                     parts.pop()
                 continue
-            if not parts and name == "proc" and pending[:1] == ["self"] and \
+            if not parts and name == "proc" and pending[:1] in (["self"], ["thread-self"]) and \
                     pending[1:2] in (["root"], ["cwd"], ["exe"]):    # the guest's, never the host's
                 target = {"root": "/", "cwd": cwd, "exe": exe_path}[pending[1]]
                 if target == OUTSIDE_ROOT_EXE:          # a program outside the root: itself

@@ -46,6 +46,7 @@ from emu.trace.events import (Diagnostic, EventBus, LargePage, ProcessCreate, Pr
 
 if TYPE_CHECKING:
     from emu.kernel.family import Family
+    from emu.kernel.hostio import HostPoller
     from emu.kernel.residency import Residency
     from emu.kernel.sigdeliver import SignalDelivery
 
@@ -101,9 +102,10 @@ class Kernel:
         self.last_stop: Stop | None = None       # the engine stop that ended the last step
 
     def connect(self, services: Services, signals: SignalDelivery, family: Family,
-                residency: Residency) -> None:
+                residency: Residency, host_io: HostPoller) -> None:
         """Hand in the parts that need the kernel themselves (built after it)."""
         self.services = services
+        self.host_io = host_io
         self.signals = signals
         self.family = family
         self.residency = residency
@@ -131,21 +133,27 @@ class Kernel:
                     parent: Process | None = None) -> Process:
         """A process with an empty address space (a guest one counts until it exits)."""
         self._live_guests += guest
-        space = AddressSpace(self.frames, self._translations_removed, self._written_back,
-                             self.large_shifts, self._large_page)
-        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc),
-                         self.frames, self.engine.invalidate_code)
+        space, mem = self.new_space()
         pid = self._allocate_id()
+        # the first process is in the group and session of the one that started it (procnto)
         proc = Process(pid=pid, arch=arch, space=space, mem=mem, root=self.root, exe_path=exe,
                        creds=parent.creds.copy() if parent else Credentials.of(uid),
-                       pgid=parent.pgid if parent else pid, sid=parent.sid if parent else pid,
-                       parent=parent)
+                       pgid=parent.pgid if parent else PROCNTO_PID,
+                       sid=parent.sid if parent else PROCNTO_PID, parent=parent)
         space.owner = proc.pid
         self.processes.append(proc)
         if self.bus.wants(ProcessCreate):
             self.bus.publish(ProcessCreate(self.engine.cycles, proc.pid, 0,
                                            parent.pid if parent else None, exe))
         return proc
+
+    def new_space(self) -> tuple[AddressSpace, UserMemory]:
+        """An empty address space and the kernel's access to it."""
+        space = AddressSpace(self.frames, self._translations_removed, self._written_back,
+                             self.large_shifts, self._large_page)
+        mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc),
+                         self.frames, self.engine.invalidate_code)
+        return space, mem
 
     @property
     def live_guests(self) -> int:
@@ -178,6 +186,7 @@ class Kernel:
         """Map `image` and a fresh stack into `proc`'s (empty) address space, applying its
         locking state, and build the initial stack; returns the initial SP, or None if the
         locked image did not fit in RAM."""
+        proc.argv = list(argv)
         map_image(proc.space, image, proc.exe_path)
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
@@ -233,10 +242,19 @@ class Kernel:
             self.clock.nanoseconds(max(0, when - self.engine.cycles))))
 
     def fresh_context(self, sp: int) -> object:
-        """Registers of a fresh program: all zero but the stack pointer."""
+        """Registers of a fresh program, as Linux's exec leaves them: zero but the stack
+        pointer, and the floating-point control state Linux gives a new image."""
         spec = self.engine.spec
         return self.engine.derived_context(
-            {**{reg: 0 for reg in (*spec.syscall_args, spec.syscall_nr, spec.tls)}, spec.sp: sp})
+            {**{reg: 0 for reg in (*spec.syscall_args, spec.syscall_nr, spec.tls)},
+             **dict(spec.exec_registers), spec.sp: sp})
+
+    def load_space(self, space: AddressSpace) -> None:
+        """Point the CPU at `space`'s page tables (the running thread's, after a switch or an
+        exec that gave its process a new space)."""
+        # Unicorn's TLB has no address-space tag: another space means a full flush
+        self.engine.fastpath.set_page_table(space.page_table.handle)
+        self.engine.flush_tlb()
 
     def loaded_thread(self) -> Thread | None:
         """The guest thread whose registers are in the CPU now."""
@@ -254,12 +272,17 @@ class Kernel:
         guest process has ended."""
         if not self.live_guests:
             return False
+        if self.host_io:
+            self.host_io.poll(0)            # host descriptors guest threads wait for
         thread = self.next_thread()
         if thread is None:
             if not self.live_guests:        # the last one died of a signal just now
                 return False
             due = self.timers.next_due()
             if due is None:
+                if self.host_io:
+                    self.host_io.poll(None)     # only the host can wake a thread now
+                    return True
                 self._deadlock()
                 return bool(self.live_guests)
             if self.until_cycle <= due:     # the client's stop point comes first
@@ -344,10 +367,8 @@ class Kernel:
             if loaded is not None and loaded.state is not ThreadState.DEAD:
                 loaded.context = self.engine.save_context()
             self.engine.restore_context(thread.context)
-            if loaded is None or loaded.process is not thread.process:
-                # Unicorn's TLB has no address-space tag: another space means a full flush
-                self.engine.fastpath.set_page_table(thread.process.space.page_table.handle)
-                self.engine.flush_tlb()
+            if loaded is None or loaded.process.space is not thread.process.space:
+                self.load_space(thread.process.space)
             self._loaded = thread
         if thread.pending_result is not None:
             self.engine.set_syscall_result(thread.pending_result)
@@ -381,8 +402,10 @@ class Kernel:
         assert self.services is not None
         ctx = SyscallContext(thread.process, thread, self.services)
         result = self.syscalls.dispatch(ctx, nr, args, counted=nr < SYSCALLS_COUNTED)
-        if result is not None and thread.state is not ThreadState.DEAD:
-            self.engine.set_syscall_result(result)
+        if result is not None:
+            thread.resume = None                # a retried call is over
+            if thread.state is not ThreadState.DEAD:
+                self.engine.set_syscall_result(result)
 
     def inline_syscall(self) -> int | None:
         """A system call the CPU offers from inside its hook (one marked inline): its result,
@@ -475,7 +498,8 @@ class Kernel:
         for thread in proc.threads:
             self.sched.kill(thread)
         self.futexes.forget(proc)
-        proc.space.release_all()
+        if not proc.borrows_space:          # a vfork child's memory is its parent's
+            proc.space.release_all()
         proc.fds.close_all()
         if self.bus.wants(ProcessExit):
             self.bus.publish(ProcessExit(self.engine.cycles, proc.pid, 0, status.shell_code,

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from emu.kernel.files import FdTable
 from emu.kernel.guestfs import GuestRoot
+from emu.kernel.resources import CAP_FULL, ProcessResources, ThreadResources, full_caps_for
 from emu.kernel.signals import ProcessSignals, ThreadSignals
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import AddressSpace
@@ -57,6 +58,7 @@ class Thread:
     slice_left: int = 0             # cycles left of the round-robin time slice
     wait_token: object | None = None    # set while blocked: woken exactly once
     pending_result: int | None = None   # syscall result to load when it next runs
+    resume: Any = None              # what a blocked, retried system call did so far (waitq.py)
     clear_child_tid: int = 0        # set_tid_address / CLONE_CHILD_CLEARTID
     robust_list: int = 0
     body: Callable[[Thread], None] | None = None    # kernel thread: runs instead of guest code
@@ -65,6 +67,7 @@ class Thread:
     cpu_cycles: int = 0             # cycles spent RUNNING, up to `running_since`
     running_since: int = 0          # when it last became RUNNING
     sig: ThreadSignals = field(default_factory=ThreadSignals)  # mask, pending, sigaltstack
+    res: ThreadResources = field(default_factory=ThreadResources)  # comm, nice, timer slack
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -98,12 +101,17 @@ class Credentials:
     sgid: int = 0
     fsgid: int = 0
     groups: tuple[int, ...] = ()
+    cap_effective: int = CAP_FULL       # capability sets (emu/kernel/resources.py)
+    cap_permitted: int = CAP_FULL
+    cap_inheritable: int = 0
 
     @classmethod
     def of(cls, uid: int, gid: int | None = None) -> Credentials:
-        """Every user id `uid` and every group id `gid` (default: `uid`), no extra groups."""
+        """Every user id `uid` and every group id `gid` (default: `uid`), no extra groups;
+        every capability for root, none for anyone else."""
         gid = uid if gid is None else gid
-        return cls(uid, uid, uid, uid, gid, gid, gid, gid)
+        caps = full_caps_for(uid)
+        return cls(uid, uid, uid, uid, gid, gid, gid, gid, (), caps, caps, 0)
 
     def copy(self) -> Credentials:
         """An independent copy (fork)."""
@@ -120,6 +128,7 @@ class Process:
     mem: UserMemory
     root: GuestRoot
     exe_path: str                   # guest path of the program
+    argv: list[str] = field(default_factory=list)     # its arguments (/proc/PID/cmdline)
     creds: Credentials = field(default_factory=Credentials)
     pgid: int = 0                   # process group (0 until the kernel sets it: its pid)
     sid: int = 0                    # session
@@ -135,6 +144,11 @@ class Process:
     children: list[Process] = field(default_factory=list)
     reaped: bool = False            # its exit status was collected by wait4/waitid
     vfork_parent: Any = None        # (thread, token) of a vfork parent waiting for exec/exit
+    res: ProcessResources = field(default_factory=ProcessResources)  # limits, prctl, usage
+    pdeath_signal: int = 0          # PR_SET_PDEATHSIG: sent to it when its parent dies
+    borrows_space: bool = False     # CLONE_VM child: runs in its parent's memory until exec
+    child_events: Any = None        # WaitQueue of threads in wait4/waitid (family.py)
+    stopped: bool = False           # SIGSTOP'd (job control)
 
     @property
     def uid(self) -> int:

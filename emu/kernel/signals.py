@@ -46,6 +46,7 @@ MINSIGSTKSZ = {"x86_64": 2048, "aarch64": 5120}     # the smallest alternate sta
 
 # si_code values (include/uapi/asm-generic/siginfo.h)
 SI_USER, SI_KERNEL, SI_QUEUE, SI_TKILL = 0, 0x80, -1, -6
+SI_TIMER = -2                   # a POSIX timer expired (its union member is _timer)
 ILL_ILLOPC, ILL_ILLOPN = 1, 2
 FPE_INTDIV = 1
 TRAP_BRKPT = 1
@@ -186,6 +187,10 @@ class PendingSet:
             return False
         queue.append(info)
         return True
+
+    def holds(self, info: SigInfo) -> bool:
+        """Whether this very `info` is still queued (not yet delivered or accepted)."""
+        return any(queued is info for queued in self._queued.get(info.signo, ()))
 
     def take(self, signo: int) -> SigInfo | None:
         """Remove and return the oldest instance of `signo`."""

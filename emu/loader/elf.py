@@ -10,10 +10,14 @@ from elftools.elf.elffile import ELFFile
 from emu.errors import EmuError
 from emu.mm.frames import PAGE_MASK, PAGE_SIZE
 from emu.mm.objects import FileChunk, FileImage
-from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Mapping, Share, page_align_up
+from emu.mm.vmspace import (PROT_EXEC, PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP,
+                            AddressSpace, Mapping, Share, page_align_up)
 
 _ARCH_BY_MACHINE = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 PIE_BASE = 0x5555_5555_4000        # where a static-pie image is placed (as Linux does without ASLR)
+USER_LIMIT = {"x86_64": 0x7FFF_FFFF_F000, "aarch64": 1 << 48}   # end of user space
+STACK_AREA = (STACK_TOP - STACK_SIZE, STACK_TOP)
+_PHENTSIZE = 56                    # sizeof(Elf64_Phdr)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ def _parse(path: str, elf: ELFFile, file_size: int) -> ElfImage:
         raise EmuError(f"{path}: not an executable (e_type {elf['e_type']})")
     if elf["e_phoff"] + elf["e_phnum"] * elf["e_phentsize"] > file_size:
         raise EmuError(f"{path}: truncated ELF (program headers past the end of the file)")
+    if elf["e_phnum"] and elf["e_phentsize"] != _PHENTSIZE:
+        raise EmuError(f"{path}: malformed ELF (program header size {elf['e_phentsize']})")
     segments = []
     phdr_vaddr = None
     for ph in elf.iter_segments():
@@ -104,10 +110,30 @@ def _parse(path: str, elf: ELFFile, file_size: int) -> ElfImage:
         else:
             phdr_vaddr = 0
     bias = PIE_BASE if elf["e_type"] == "ET_DYN" and segments[0].vaddr < PAGE_SIZE * 16 else 0
+    _check_layout(path, arch, segments, bias)
     return ElfImage(path=path, arch=arch, entry=elf["e_entry"] + bias,
                     phdr_vaddr=phdr_vaddr + bias if phdr_vaddr else 0,
                     phentsize=elf["e_phentsize"], phnum=elf["e_phnum"],
                     segments=tuple(segments), load_bias=bias)
+
+
+def _check_layout(path: str, arch: str, segments: list[Segment], bias: int) -> None:
+    """Refuse (EmuError, one line) PT_LOAD segments that wrap around, leave user space,
+    overlap each other or the stack area, before anything is built."""
+    limit = USER_LIMIT[arch]
+    ranges = []
+    for seg in segments:
+        start, end = seg.vaddr + bias, seg.vaddr + bias + seg.memsz
+        if end > limit or page_align_up(end) > limit:
+            raise EmuError(f"{path}: PT_LOAD segment at {seg.vaddr:#x} (size {seg.memsz:#x}) "
+                           "lies beyond the end of user space")
+        if start < STACK_AREA[1] and end > STACK_AREA[0]:
+            raise EmuError(f"{path}: PT_LOAD segment at {seg.vaddr:#x} overlaps the stack")
+        ranges.append((start, end))
+    ranges.sort()
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        if start < end:
+            raise EmuError(f"{path}: PT_LOAD segments overlap at {start - bias:#x}")
 
 
 def map_image(space: AddressSpace, image: ElfImage, name: str) -> None:
@@ -115,36 +141,43 @@ def map_image(space: AddressSpace, image: ElfImage, name: str) -> None:
     guest path) and set the initial brk.
 
     A page covered by two segments gets one mapping with both segments' bytes
-    and the union of their permissions.
+    and the union of their permissions. The work is proportional to the number of
+    segments, never to their size (a huge .bss is one lazily filled mapping).
     """
-    # page -> (prot, chunks); chunk offsets relative to the page
-    pages: dict[int, tuple[int, list[FileChunk]]] = {}
-    for seg in image.segments:
-        start = seg.vaddr + image.load_bias
-        for page in range(start & PAGE_MASK, page_align_up(start + seg.memsz), PAGE_SIZE):
-            prot, chunks = pages.get(page, (0, []))
-            lo, hi = max(page, start), min(page + PAGE_SIZE, start + seg.filesz)
-            if lo < hi:
-                chunks = chunks + [FileChunk(lo - page, seg.offset + (lo - start), hi - lo)]
-            pages[page] = (prot | seg.prot, chunks)
-    # runs of consecutive pages with the same protection become one mapping each
-    runs: list[list[int]] = []
-    for page in sorted(pages):
-        if runs and runs[-1][-1] + PAGE_SIZE == page and pages[runs[-1][0]][0] == pages[page][0]:
-            runs[-1].append(page)
+    spans = [(seg, seg.vaddr + image.load_bias) for seg in image.segments]
+    # the page boundaries where the set of covering segments can change
+    points = sorted({p for seg, start in spans
+                     for p in (start & PAGE_MASK, page_align_up(start + seg.memsz))})
+    # pieces [lo, hi) with their protection and (absolute-address) file chunks
+    pieces: list[tuple[int, int, int, list[FileChunk]]] = []
+    for lo, hi in zip(points, points[1:]):
+        prot, chunks, covered = 0, [], False
+        for seg, start in spans:
+            if start & PAGE_MASK < hi and page_align_up(start + seg.memsz) > lo:
+                covered = True
+                prot |= seg.prot
+                a, b = max(lo, start), min(hi, start + seg.filesz)
+                if a < b:
+                    chunks.append(FileChunk(a, seg.offset + (a - start), b - a))
+        if covered:
+            pieces.append((lo, hi, prot, chunks))
+    # runs of adjoining pieces with the same protection become one mapping each
+    runs: list[tuple[int, int, int, list[FileChunk]]] = []
+    for lo, hi, prot, chunks in pieces:
+        if runs and runs[-1][1] == lo and runs[-1][2] == prot:
+            runs[-1] = (runs[-1][0], hi, prot, runs[-1][3] + chunks)
         else:
-            runs.append([page])
+            runs.append((lo, hi, prot, chunks))
     fd = os.open(image.path, os.O_RDONLY)
     try:
-        for run in runs:
-            start, prot = run[0], pages[run[0]][0]
-            chunks = _merge([FileChunk(c.object_offset + p - start, c.file_offset, c.length)
-                             for p in run for c in pages[p][1]])
-            space.insert(Mapping(start, run[-1] + PAGE_SIZE, prot, Share.PRIVATE,
-                                 FileImage(fd, name, chunks), 0, name))
+        for lo, hi, prot, chunks in runs:
+            relative = sorted((FileChunk(c.object_offset - lo, c.file_offset, c.length)
+                               for c in chunks), key=lambda c: c.object_offset)
+            space.insert(Mapping(lo, hi, prot, Share.PRIVATE,
+                                 FileImage(fd, name, _merge(relative)), 0, name))
     finally:
         os.close(fd)
-    space.brk_start = space.brk = max(pages) + PAGE_SIZE
+    space.brk_start = space.brk = runs[-1][1]
 
 
 def _merge(chunks: list[FileChunk]) -> list[FileChunk]:

@@ -199,6 +199,11 @@ class MappingSet:
         self._merge_around(start, end)
         return before
 
+    def merge_around(self, start: int, end: int) -> None:
+        """Join the mappings in and next to [start, end) that continue each other (after a
+        mapping grew in place)."""
+        self._merge_around(start, end)
+
     def _merge_around(self, start: int, end: int) -> None:
         """Join the mappings in and next to [start, end) that continue each other, so that
         changing a range back and forth does not leave ever more pieces."""

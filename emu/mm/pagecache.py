@@ -137,6 +137,24 @@ class PageCache:
                                                    self._invalidate_code)
         return cached
 
+    def anonymous(self, size: int, name: str) -> CachedFile:
+        """Cached pages of an unnamed file of `size` bytes (MAP_SHARED|MAP_ANONYMOUS and
+        shared /dev/zero: memory shared by every mapping and across fork, whose pages are
+        never written anywhere). It is not in the cache's index; `release` frees it."""
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            return CachedFile(fd, name, self._frames, self._ram, self._invalidate_code)
+        finally:
+            os.close(fd)
+
+    def release(self, cached: CachedFile) -> None:
+        """Free the frames of a file no mapping uses any more (see `anonymous`)."""
+        for frame in cached.pages.values():
+            self._frames.release(frame)
+        cached.pages.clear()
+        cached.dirty.clear()
+
     def lookup(self, host_fd: int) -> CachedFile | None:
         """The cached file of a descriptor, if that file has ever been mapped."""
         st = os.fstat(host_fd)

@@ -153,6 +153,39 @@ class AddressSpace:
         if parts:
             self._on_removed(self, start, end)
 
+    def extend(self, mapping: Mapping, new_end: int) -> None:
+        """Grow `mapping` (one of this space's, followed by a free range) in place up to
+        `new_end` (mremap): the new part continues its object; OutOfFrames, with nothing
+        changed, when a committing mapping's new pages cannot be committed."""
+        assert mapping.end < new_end and new_end % PAGE_SIZE == 0
+        self.insert(replace(mapping, start=mapping.end, end=new_end,
+                            offset=mapping.offset + mapping.length))
+        self._mappings.merge_around(mapping.start, new_end)
+
+    def move(self, old: Mapping, new_start: int, new_length: int, keep_old: bool = False) -> None:
+        """Move `old` (a part of one of this space's mappings) with its pages to the free
+        range at `new_start`, `new_length` bytes long (at least old's length: the rest
+        continues its object) (mremap). With `keep_old` (MREMAP_DONTUNMAP) the old range
+        stays mapped, emptied. OutOfFrames, with nothing changed, when the new pages of a
+        committing mapping cannot be committed."""
+        assert new_length >= old.length and new_start % PAGE_SIZE == 0
+        extra = (new_length - old.length) >> PAGE_SHIFT
+        if old.commits:
+            self._frames.reserve(extra + (old.length >> PAGE_SHIFT if keep_old else 0))
+        self._mappings.take_out(old.start, old.end)
+        moved = self.page_table.drop_range(old.start >> PAGE_SHIFT, old.end >> PAGE_SHIFT)
+        if self._large:
+            held = self._large.release_frames(old.start, old.end)
+            if old.commits:             # those pages' commitment was in the block: again
+                self._frames.reserve(held)
+        self._mappings.place(replace(old, start=new_start, end=new_start + new_length))
+        shift = (new_start - old.start) >> PAGE_SHIFT
+        for vpn, pte in moved:
+            self.page_table.map(vpn + shift, pte)
+        if keep_old:
+            self._mappings.place(old)
+        self._on_removed(self, old.start, old.end)
+
     def _drop_pages(self, start: int, end: int) -> int:
         """Unmap and release every resident page of [start, end); returns how many there were."""
         entries = self.page_table.drop_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)

@@ -24,11 +24,18 @@ if TYPE_CHECKING:
     from emu.kernel.clock import Clock
     from emu.kernel.family import Family
     from emu.kernel.futex import FutexTable
+    from emu.kernel.hostio import HostPoller
     from emu.kernel.io import BackingStore
+    from emu.kernel.itimers import ItimerTable
+    from emu.kernel.locks import LockTable
+    from emu.kernel.procfs import ProcFs
     from emu.kernel.residency import Residency
+    from emu.kernel.resources import SystemFacts
     from emu.kernel.sched import Scheduler
     from emu.kernel.sigdeliver import SignalDelivery
+    from emu.kernel.sysvshm import SysvShm
     from emu.kernel.timers import TimerQueue
+    from emu.kernel.waitq import Blocking
     from emu.kernel.waits import Waits
     from emu.mm.pagecache import PageCache
 
@@ -89,13 +96,20 @@ class Services:
     memory: MemoryServices
     signals: SignalDelivery
     family: Family
+    blocking: Blocking
+    host: HostPoller
+    locks: LockTable            # fcntl record locks
+    procfs: ProcFs              # the synthetic /proc
+    system: SystemFacts         # sysinfo's machine-wide figures
+    itimers: ItimerTable        # alarm, setitimer, POSIX timers
+    shm: SysvShm                # System V shared memory segments
 
 
 class SyscallContext:
     """What one system call runs with: the caller and the per-family interfaces."""
 
     __slots__ = ("proc", "thread", "mem", "arch", "threads", "clock", "memory", "signals",
-                 "family")
+                 "family", "blocking", "host", "locks", "procfs", "system", "itimers", "shm")
 
     def __init__(self, proc: Process, thread: Thread, services: Services) -> None:
         """The context of a call made by `thread` of `proc`."""
@@ -108,6 +122,13 @@ class SyscallContext:
         self.memory = services.memory
         self.signals = services.signals
         self.family = services.family
+        self.blocking = services.blocking
+        self.host = services.host
+        self.locks = services.locks
+        self.procfs = services.procfs
+        self.system = services.system
+        self.itimers = services.itimers
+        self.shm = services.shm
 
 
 Handler = Callable[..., int | None]
@@ -158,8 +179,9 @@ class SyscallTable:
     @classmethod
     def for_arch(cls, arch: str, on_unknown: UnknownCall | None = None) -> SyscallTable:
         """The table of `arch` with every registered handler."""
-        from emu.kernel.syscalls import (family, fs, fsmeta, memory, proc,  # noqa: F401
-                                         signals, threads)                  # (registers)
+        from emu.kernel.syscalls import (family, fs, fsextra, fsmeta, memory, poll,  # noqa: F401
+                                         proc, rw, signals, threads,        # (registers)
+                                         identity, resources, shm, timers)
         table = cls(arch=arch, names=names_by_number(arch), on_unknown=on_unknown)
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:

@@ -1,22 +1,33 @@
-"""File system calls: descriptors and data (open, read, write, dup, pipes...) over the guest root."""
+"""File system calls: descriptors (open, close, dup, fcntl, pipes, ioctl...) over the guest root;
+reading and writing them is in rw.py."""
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import posixpath
 import struct
 import termios
 
-from emu.kernel.files import O_CLOEXEC, OpenFile, host_open_flags
+from emu.kernel.devices import is_device, open_device
+from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile, host_open_flags
+from emu.kernel.locks import F_RDLCK, F_UNLCK, F_WRLCK, OFFSET_MAX, LockOwner, LockTable
+from emu.kernel.pipes import MAX_PIPE_SIZE, Pipe, PipeEnd, pipe_size_for
+from emu.kernel.process import ThreadState
+from emu.kernel.procfs import ProcFs
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
+from emu.mm.uaccess import BadAddress
 
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
+_LOCK_COMMANDS = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+O_DIRECT_ANY = 0o40000 | 0o200000     # O_DIRECT (x86-64 / AArch64): packet pipes, ignored
 FD_CLOEXEC = 1
-TCGETS, TIOCGWINSZ = 0x5401, 0x5413
+TCGETS, TIOCGWINSZ, FIONREAD = 0x5401, 0x5413, 0x541B
 SEEK_END = 2
-_IO_CHUNK = 1 << 20         # largest single host read/write per call (partial I/O is allowed)
 
 
 # ---- paths ----
@@ -46,9 +57,60 @@ def resolve_arg(ctx: SyscallContext, dirfd: int, path_ptr: int, follow: bool = T
 def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode: int, *_: int) -> int:
     """Open a file under the guest root."""
     host_flags, _dir, nofollow = host_open_flags(ctx.arch, flags)
-    canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=not nofollow)
-    fd = os.open(host, host_flags | os.O_CLOEXEC, mode & 0o7777 & ~ctx.proc.umask)
-    return ctx.proc.fds.install(OpenFile(fd, canon, flags), cloexec=bool(flags & O_CLOEXEC))
+    device = posixpath.normpath(posixpath.join(_base_dir(ctx, dirfd), path_arg(ctx, path_ptr)))
+    if is_device(device):
+        file = open_device(device, flags, host_flags, ctx.proc.fds, ctx.threads.random_bytes)
+    elif ProcFs.covers(device) and not _is_magic_link(device):
+        file = _open_proc(ctx, device, flags, host_flags)
+    else:
+        canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=not nofollow)
+        creates = bool(host_flags & os.O_CREAT) and not os.path.lexists(host)
+        fd = os.open(host, host_flags | os.O_CLOEXEC, mode & 0o7777 & ~ctx.proc.umask)
+        file = OpenFile(fd, canon, flags)
+        if creates:
+            from emu.kernel.syscalls.fsextra import adopt_created   # (it imports this module)
+            adopt_created(ctx, host)        # the guest's fsuid and fsgid own it
+    try:
+        return ctx.proc.fds.install(file, cloexec=bool(flags & O_CLOEXEC))
+    except OSError:
+        file.close()
+        raise
+
+
+def _is_magic_link(path: str) -> bool:
+    """/proc/PID/{exe,cwd,root} and paths through them: the guest root resolves those."""
+    parts = [p for p in path.split("/") if p]
+    return len(parts) >= 3 and parts[2] in ("exe", "cwd", "root")
+
+
+def _open_proc(ctx: SyscallContext, path: str, flags: int, host_flags: int) -> OpenFile:
+    """An open file of a /proc entry: a snapshot of a file, a directory listing, or one of
+    the process's descriptors opened again (fd/N)."""
+    entry = ctx.procfs.lookup(path, ctx.proc, ctx.thread)
+    if entry is None:
+        raise OSError(errno.ENOENT, "no such /proc entry")
+    if entry.kind == "fd":
+        assert entry.owner is not None
+        source = entry.owner.fds.get(entry.fd)
+        if source.kernel_object is not None or source.is_std:
+            source.refs += 1
+            return source
+        return OpenFile(os.open(f"/proc/self/fd/{source.host_fd}", host_flags | os.O_CLOEXEC),
+                        source.guest_path, flags)
+    if flags & 0o3:
+        raise OSError(errno.EACCES, "/proc is read-only")
+    if entry.kind == "dir":
+        anchor = os.open(ctx.proc.root.host_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        file = OpenFile(anchor, path, flags)
+        file.dir_entries = [(name, 1, dtype) for name, dtype in
+                            (*entry.entries[::-1], ("..", 4), (".", 4))]
+        return file
+    if host_flags & os.O_DIRECTORY:
+        raise OSError(errno.ENOTDIR, "not a directory")
+    fd = os.memfd_create("proc", os.MFD_CLOEXEC)
+    os.write(fd, entry.data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return OpenFile(fd, path, flags)
 
 
 @syscall("open")
@@ -59,9 +121,23 @@ def sys_open(ctx: SyscallContext, path_ptr: int, flags: int, mode: int, *_: int)
 
 @syscall("close")
 def sys_close(ctx: SyscallContext, fd: int, *_: int) -> int:
-    """Close a descriptor."""
-    ctx.proc.fds.close(to_int32(fd))
+    """Close a descriptor (dropping the process's record locks on its file, as POSIX says,
+    and an OFD's locks with its last descriptor)."""
+    fd = to_int32(fd)
+    release_locks(ctx, ctx.proc.fds.get(fd))
+    ctx.proc.fds.close(fd)
     return 0
+
+
+def release_locks(ctx: SyscallContext, file: OpenFile) -> None:
+    """`file` is about to lose a descriptor: release the record locks that go with it."""
+    if not ctx.locks or file.kernel_object is not None or file.is_std:
+        return
+    key = LockTable.key(file)
+    for owner in (LockOwner(ctx.proc.pid), *((LockOwner(0, file),) if file.refs == 1 else ())):
+        woken = ctx.locks.drop(key, owner)
+        if woken is not None:
+            ctx.blocking.wake(woken)
 
 
 @syscall("dup")
@@ -77,7 +153,18 @@ def sys_dup2(ctx: SyscallContext, old: int, new: int, *_: int) -> int:
     if old == new:
         ctx.proc.fds.get(old)
         return new
+    _closing(ctx, old, new)
     return ctx.proc.fds.dup_to(old, new)
+
+
+def _closing(ctx: SyscallContext, old: int, new: int) -> None:
+    """dup2/dup3 are about to close `new`: its record locks go (once `old` is known good)."""
+    ctx.proc.fds.get(old)
+    try:
+        target = ctx.proc.fds.get(new)
+    except OSError:
+        return
+    release_locks(ctx, target)
 
 
 @syscall("dup3")
@@ -86,6 +173,7 @@ def sys_dup3(ctx: SyscallContext, old: int, new: int, flags: int, *_: int) -> in
     old, new = to_int32(old), to_int32(new)
     if old == new or flags & ~O_CLOEXEC:
         return -errno.EINVAL
+    _closing(ctx, old, new)
     return ctx.proc.fds.dup_to(old, new, cloexec=bool(flags & O_CLOEXEC))
 
 
@@ -101,6 +189,10 @@ def sys_fcntl(ctx: SyscallContext, fd: int, cmd: int, arg: int, *_: int) -> int:
     if cmd == F_SETFD:
         fds.slot(fd).cloexec = bool(arg & FD_CLOEXEC)
         return 0
+    if cmd in _LOCK_COMMANDS:
+        return _record_lock(ctx, fds.get(fd), cmd, arg)
+    if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
+        return _pipe_size(ctx, fds.get(fd), cmd, arg)
     if cmd == F_GETFL:
         return fds.get(fd).guest_flags & ~O_CLOEXEC
     if cmd == F_SETFL:
@@ -113,14 +205,109 @@ def sys_fcntl(ctx: SyscallContext, fd: int, cmd: int, arg: int, *_: int) -> int:
     return -errno.EINVAL
 
 
+def _lock_range(ctx: SyscallContext, file: OpenFile, whence: int, start: int,
+                length: int) -> tuple[int, int]:
+    """struct flock's range as [first, last] bytes (EINVAL if it starts before 0)."""
+    if whence == 1:
+        start += os.lseek(file.host_fd, 0, os.SEEK_CUR)
+    elif whence == 2:
+        start += os.fstat(file.host_fd).st_size
+    elif whence != 0:
+        raise OSError(errno.EINVAL, "whence")
+    if length < 0:
+        start, length = start + length, -length
+    if start < 0:
+        raise OSError(errno.EINVAL, "negative start")
+    return start, (OFFSET_MAX if length == 0 else min(OFFSET_MAX, start + length - 1))
+
+
+def _record_lock(ctx: SyscallContext, file: OpenFile, cmd: int, arg: int) -> int | None:
+    """F_GETLK/F_SETLK/F_SETLKW and their OFD forms (emu/kernel/locks.py)."""
+    kind, whence, start, length, pid = struct.unpack("<hh4xqqi4x", ctx.mem.read(arg, 32))
+    ofd = cmd in (F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+    if ofd and pid != 0:
+        return -errno.EINVAL
+    if kind not in (F_RDLCK, F_WRLCK, F_UNLCK) or file.kernel_object is not None:
+        return -errno.EINVAL
+    mode = file.guest_flags & 0o3
+    if (kind == F_RDLCK and mode == 1) or (kind == F_WRLCK and mode == 0):
+        return -errno.EBADF
+    first, last = _lock_range(ctx, file, whence, start, length)
+    owner = LockOwner(0, file) if ofd else LockOwner(ctx.proc.pid)
+    table, key = ctx.locks, LockTable.key(file)
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        if kind == F_UNLCK:
+            return -errno.EINVAL
+        held = table.conflict(key, owner, kind, first, last)
+        out = (struct.pack("<hh4xqqi4x", F_UNLCK, whence, start, length, pid) if held is None
+               else struct.pack("<hh4xqqi4x", held.kind, 0, held.start,
+                                0 if held.end == OFFSET_MAX else held.end - held.start + 1,
+                                held.owner.report_pid))
+        ctx.mem.write(arg, out)
+        return 0
+    if kind != F_UNLCK and table.conflict(key, owner, kind, first, last) is not None:
+        if cmd in (F_SETLK, F_OFD_SETLK):
+            return -errno.EAGAIN
+        ctx.blocking.wait(ctx.thread, [table.queue(key)], ThreadState.REPLY)
+        return None
+    woken = table.set(key, owner, kind, first, last)
+    if woken is not None:
+        ctx.blocking.wake(woken)
+    return 0
+
+
+def _pipe_size(ctx: SyscallContext, file: OpenFile, cmd: int, arg: int) -> int:
+    """F_GETPIPE_SZ / F_SETPIPE_SZ: the capacity (a power of two pages up to pipe-max-size;
+    more needs root; EBUSY if the data would not fit)."""
+    end = file.kernel_object
+    if not isinstance(end, PipeEnd):
+        return -errno.EBADF
+    if cmd == F_GETPIPE_SZ:
+        return end.pipe.capacity
+    request = arg & 0xFFFFFFFF
+    if request > 1 << 31:
+        return -errno.EINVAL
+    size = pipe_size_for(request)
+    if size > MAX_PIPE_SIZE and ctx.proc.creds.euid != 0:
+        return -errno.EPERM
+    if not end.pipe.resize(size):
+        return -errno.EBUSY
+    return size
+
+
 @syscall("pipe2")
 def sys_pipe2(ctx: SyscallContext, fds_ptr: int, flags: int, *_: int) -> int:
-    """A host pipe as two guest descriptors."""
-    r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & os.O_NONBLOCK else 0))
+    """A kernel pipe (emu/kernel/pipes.py) as two guest descriptors."""
+    if flags & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT_ANY):
+        return -errno.EINVAL
+    fds = ctx.proc.fds
+    pipe = Pipe(ctx.blocking.wake)
     cloexec = bool(flags & O_CLOEXEC)
-    rfd = ctx.proc.fds.install(OpenFile(r, "pipe:[r]", 0), cloexec=cloexec)
-    wfd = ctx.proc.fds.install(OpenFile(w, "pipe:[w]", 1), cloexec=cloexec)
-    ctx.mem.write(fds_ptr, struct.pack("<ii", rfd, wfd))
+    nonblock = flags & O_NONBLOCK
+    anchor_r, anchor_w = os.pipe2(os.O_CLOEXEC)    # host pipe ends: fstat and lseek only
+    ends = []
+    for anchor, write in ((anchor_r, False), (anchor_w, True)):
+        pipe.open_end(write)
+        ends.append(OpenFile(anchor, "pipe:[%d]" % os.fstat(anchor).st_ino, int(write) | nonblock,
+                             kernel_object=PipeEnd(pipe, reads=not write, writes=write)))
+    try:
+        rfd = fds.install(ends[0], cloexec=cloexec)
+    except OSError:
+        for end in ends:
+            end.close()
+        raise
+    try:
+        wfd = fds.install(ends[1], cloexec=cloexec)
+    except OSError:
+        fds.close(rfd)
+        ends[1].close()
+        raise
+    try:
+        ctx.mem.write(fds_ptr, struct.pack("<ii", rfd, wfd))
+    except BadAddress:
+        fds.close(rfd)
+        fds.close(wfd)
+        raise
     return 0
 
 
@@ -128,73 +315,6 @@ def sys_pipe2(ctx: SyscallContext, fds_ptr: int, flags: int, *_: int) -> int:
 def sys_pipe(ctx: SyscallContext, fds_ptr: int, *_: int) -> int:
     """pipe(2) (x86-64 only)."""
     return sys_pipe2(ctx, fds_ptr, 0)
-
-
-# ---- data ----
-
-@syscall("read")
-def sys_read(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int:
-    """Read from a descriptor into guest memory."""
-    data = ctx.memory.page_cache.read(ctx.proc.fds.get(to_int32(fd)).host_fd,
-                                      min(count, _IO_CHUNK), None)
-    ctx.mem.write(buf, data)
-    return len(data)
-
-
-@syscall("write")
-def sys_write(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int:
-    """Write guest memory to a descriptor."""
-    file = ctx.proc.fds.get(to_int32(fd))
-    return ctx.memory.page_cache.write(file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)),
-                                       None)
-
-
-@syscall("pread64")
-def sys_pread64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
-    """Read at an offset without moving the file position."""
-    data = ctx.memory.page_cache.read(ctx.proc.fds.get(to_int32(fd)).host_fd,
-                                      min(count, _IO_CHUNK), offset)
-    ctx.mem.write(buf, data)
-    return len(data)
-
-
-@syscall("pwrite64")
-def sys_pwrite64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
-    """Write at an offset without moving the file position."""
-    file = ctx.proc.fds.get(to_int32(fd))
-    return ctx.memory.page_cache.write(file.host_fd, ctx.mem.read(buf, min(count, _IO_CHUNK)),
-                                       offset)
-
-
-def _iovecs(ctx: SyscallContext, iov: int, iovcnt: int) -> list[tuple[int, int]]:
-    if not 0 <= iovcnt <= 1024:
-        raise OSError(errno.EINVAL, "bad iovcnt")
-    raw = ctx.mem.read(iov, 16 * iovcnt)
-    return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
-
-
-@syscall("writev")
-def sys_writev(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, *_: int) -> int:
-    """Gather-write: one host write of all the buffers."""
-    file = ctx.proc.fds.get(to_int32(fd))
-    data = b"".join(ctx.mem.read(base, length) for base, length in _iovecs(ctx, iov, iovcnt))
-    return os.write(file.host_fd, data) if data else 0
-
-
-@syscall("readv")
-def sys_readv(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, *_: int) -> int:
-    """Scatter-read: one host read spread over the buffers."""
-    file = ctx.proc.fds.get(to_int32(fd))
-    vecs = _iovecs(ctx, iov, iovcnt)
-    data = os.read(file.host_fd, min(sum(n for _, n in vecs), _IO_CHUNK))
-    done = 0
-    for base, length in vecs:
-        part = data[done:done + length]
-        if not part:
-            break
-        ctx.mem.write(base, part)
-        done += len(part)
-    return done
 
 
 @syscall("lseek")
@@ -226,6 +346,17 @@ def sys_ioctl(ctx: SyscallContext, fd: int, request: int, arg: int, *_: int) -> 
     """Terminal queries on a tty (TCGETS, TIOCGWINSZ); anything else is ENOTTY."""
     file = ctx.proc.fds.get(to_int32(fd))
     request &= 0xFFFFFFFF
+    if request == FIONREAD:
+        end = file.kernel_object
+        if isinstance(end, PipeEnd):
+            waiting = len(end.pipe.data)
+        elif file.kernel_object is None:
+            waiting = struct.unpack("<i", fcntl.ioctl(file.host_fd, termios.FIONREAD,
+                                                      bytes(4)))[0]
+        else:
+            return -errno.ENOTTY
+        ctx.mem.write(arg, struct.pack("<i", waiting))
+        return 0
     if request not in (TCGETS, TIOCGWINSZ) or not os.isatty(file.host_fd):
         return -errno.ENOTTY
     size = 36 if request == TCGETS else 8       # struct termios (kernel) / struct winsize

@@ -1,14 +1,24 @@
-"""File system calls: metadata, directories and names (stat, readlink, getdents, mkdir...)."""
+"""File system calls: metadata, directories and names (stat, readlink, getdents, mkdir...).
+
+The guest root itself, and anything outside it, is never removed or renamed: "/" (however
+it is spelt: "/.", "..", "/proc/self/root") gives EBUSY or EINVAL as Linux would.
+"""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat as stat_mod
 import struct
 
-from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.kernel.syscalls.fs import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
                                     path_arg, resolve_arg)
+from emu.kernel.syscalls.fsextra import adopt_created
+
+AT_NO_AUTOMOUNT, AT_STATX_SYNC_TYPE = 0x800, 0x6000
+STATX__RESERVED = 0x80000000
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
 
 
 # ---- metadata ----
@@ -17,24 +27,28 @@ def _timespec(ns: int) -> tuple[int, int]:
     return ns // 10**9, ns % 10**9
 
 
-def pack_stat(arch: str, st: os.stat_result) -> bytes:
-    """struct stat of the guest architecture for a host stat result."""
+def pack_stat(arch: str, st: os.stat_result, owner: tuple[int, int] | None = None) -> bytes:
+    """struct stat of the guest architecture for a host stat result (`owner`: the
+    guest-visible (uid, gid), default the host's)."""
+    uid, gid = owner or (st.st_uid, st.st_gid)
     times = [*_timespec(st.st_atime_ns), *_timespec(st.st_mtime_ns), *_timespec(st.st_ctime_ns)]
     if arch == "x86_64":
         return struct.pack("<QQQIIIIQqqq6Q3q", st.st_dev, st.st_ino, st.st_nlink, st.st_mode,
-                           st.st_uid, st.st_gid, 0, st.st_rdev, st.st_size, st.st_blksize,
+                           uid, gid, 0, st.st_rdev, st.st_size, st.st_blksize,
                            st.st_blocks, *times, 0, 0, 0)
     return struct.pack("<QQIIIIQQqiiq6qII", st.st_dev, st.st_ino, st.st_mode, st.st_nlink,
-                       st.st_uid, st.st_gid, st.st_rdev, 0, st.st_size, st.st_blksize, 0,
+                       uid, gid, st.st_rdev, 0, st.st_size, st.st_blksize, 0,
                        st.st_blocks, *times, 0, 0)
 
 
-def pack_statx(st: os.stat_result) -> bytes:
-    """struct statx (the same on every architecture) for a host stat result."""
+def pack_statx(st: os.stat_result, owner: tuple[int, int] | None = None) -> bytes:
+    """struct statx (the same on every architecture) for a host stat result (`owner` as
+    for pack_stat)."""
+    uid, gid = owner or (st.st_uid, st.st_gid)
     def ts(ns: int) -> bytes:
         return struct.pack("<qIi", ns // 10**9, ns % 10**9, 0)
-    head = struct.pack("<IIQIIIHHQQQQ", 0x7FF, st.st_blksize, 0, st.st_nlink, st.st_uid,
-                       st.st_gid, st.st_mode, 0, st.st_ino, st.st_size, st.st_blocks, 0)
+    head = struct.pack("<IIQIIIHHQQQQ", 0x7FF, st.st_blksize, 0, st.st_nlink, uid, gid,
+                       st.st_mode, 0, st.st_ino, st.st_size, st.st_blocks, 0)
     tail = struct.pack("<IIII", os.major(st.st_rdev), os.minor(st.st_rdev),
                        os.major(st.st_dev), os.minor(st.st_dev))
     body = head + ts(st.st_atime_ns) + ts(st.st_ctime_ns) + ts(st.st_ctime_ns) \
@@ -45,6 +59,8 @@ def pack_statx(st: os.stat_result) -> bytes:
 def _stat_target(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int) -> os.stat_result:
     path = path_arg(ctx, path_ptr)
     if not path and flags & AT_EMPTY_PATH:
+        if to_int32(dirfd) == AT_FDCWD:
+            return os.stat(ctx.proc.root.host_path(ctx.proc.cwd))
         return os.fstat(ctx.proc.fds.get(to_int32(dirfd)).host_fd)
     _, host = resolve_arg(ctx, dirfd, path_ptr, follow=not flags & AT_SYMLINK_NOFOLLOW)
     return os.stat(host, follow_symlinks=not flags & AT_SYMLINK_NOFOLLOW)
@@ -53,7 +69,8 @@ def _stat_target(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int) -> 
 @syscall("fstat")
 def sys_fstat(ctx: SyscallContext, fd: int, buf: int, *_: int) -> int:
     """Status of an open file."""
-    ctx.mem.write(buf, pack_stat(ctx.arch, os.fstat(ctx.proc.fds.get(to_int32(fd)).host_fd)))
+    st = os.fstat(ctx.proc.fds.get(to_int32(fd)).host_fd)
+    ctx.mem.write(buf, pack_stat(ctx.arch, st, ctx.proc.root.owner_of(st)))
     return 0
 
 
@@ -61,7 +78,8 @@ def sys_fstat(ctx: SyscallContext, fd: int, buf: int, *_: int) -> int:
 def sys_newfstatat(ctx: SyscallContext, dirfd: int, path_ptr: int, buf: int, flags: int,
                    *_: int) -> int:
     """Status of a path (or of dirfd itself with AT_EMPTY_PATH)."""
-    ctx.mem.write(buf, pack_stat(ctx.arch, _stat_target(ctx, dirfd, path_ptr, flags)))
+    st = _stat_target(ctx, dirfd, path_ptr, flags)
+    ctx.mem.write(buf, pack_stat(ctx.arch, st, ctx.proc.root.owner_of(st)))
     return 0
 
 
@@ -81,25 +99,41 @@ def sys_lstat(ctx: SyscallContext, path_ptr: int, buf: int, *_: int) -> int:
 def sys_statx(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mask: int, buf: int,
               *_: int) -> int:
     """Extended status."""
-    ctx.mem.write(buf, pack_statx(_stat_target(ctx, dirfd, path_ptr, flags)))
+    flags &= 0xFFFFFFFF
+    if flags & ~(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE) \
+            or flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE or mask & STATX__RESERVED:
+        return -errno.EINVAL
+    st = _stat_target(ctx, dirfd, path_ptr, flags)
+    ctx.mem.write(buf, pack_statx(st, ctx.proc.root.owner_of(st)))
     return 0
 
 
 @syscall("readlinkat")
 def sys_readlinkat(ctx: SyscallContext, dirfd: int, path_ptr: int, buf: int, size: int,
                    *_: int) -> int:
-    """Contents of a symlink; /proc/self/exe names the running program."""
+    """Contents of a symlink; /proc/self/{exe,cwd,root} (however spelt) are the guest's
+    names (the program's guest path, or /proc/self/exe outside the root), never host paths."""
+    if to_int32(size) <= 0:
+        return -errno.EINVAL
     path = path_arg(ctx, path_ptr)
-    if path in ("/proc/self/exe", f"/proc/{ctx.proc.pid}/exe"):
-        target = ctx.proc.exe_path.encode()
+    proc = ctx.proc
+    magic = proc.root.magic_link(path, _base(ctx, dirfd), proc.exe_path, proc.pid) \
+        if path else None
+    if magic is not None:
+        target = magic.encode("utf-8", "surrogateescape")
     else:
         _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
         target = os.fsencode(os.readlink(host))
-    if to_signed(size) <= 0:
-        return -errno.EINVAL
+    size = to_int32(size)
     data = target[:size]
     ctx.mem.write(buf, data)
     return len(data)
+
+
+def _base(ctx: SyscallContext, dirfd: int) -> str:
+    """The guest directory a relative path of a *at call starts from."""
+    dirfd = to_int32(dirfd)
+    return ctx.proc.cwd if dirfd == AT_FDCWD else ctx.proc.fds.get(dirfd).guest_path
 
 
 @syscall("readlink")
@@ -192,7 +226,12 @@ def sys_fchdir(ctx: SyscallContext, fd: int, *_: int) -> int:
 def sys_mkdirat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_: int) -> int:
     """Create a directory."""
     _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
-    os.mkdir(host, mode & 0o7777 & ~ctx.proc.umask)
+    perm = mode & 0o1777 & ~ctx.proc.umask
+    os.mkdir(host, perm)
+    if os.stat(os.path.dirname(host) or "/").st_mode & stat_mod.S_ISGID:
+        perm |= stat_mod.S_ISGID            # inherited, as Linux does
+    os.chmod(host, perm)                    # exactly the guest's umask, not the host's
+    adopt_created(ctx, host)
     return 0
 
 
@@ -204,15 +243,36 @@ def sys_mkdir(ctx: SyscallContext, path_ptr: int, mode: int, *_: int) -> int:
 
 @syscall("unlinkat")
 def sys_unlinkat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, *_: int) -> int:
-    """Remove a file, or a directory with AT_REMOVEDIR."""
-    _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
-    if flags & AT_REMOVEDIR:
+    """Remove a file, or a directory with AT_REMOVEDIR (never the guest root)."""
+    flags &= 0xFFFFFFFF
+    if flags & ~AT_REMOVEDIR:
+        return -errno.EINVAL
+    removedir = bool(flags & AT_REMOVEDIR)
+    path = path_arg(ctx, path_ptr)
+    last = _last_component(path)
+    if last in ("/", ".", ".."):
+        if not removedir:
+            return -errno.EISDIR
+        return -{"/": errno.EBUSY, ".": errno.EINVAL, "..": errno.ENOTEMPTY}[last]
+    canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
+    if canon == "/" or host == ctx.proc.root.host_dir:
+        return -errno.EBUSY if removedir else -errno.EISDIR
+    st = os.lstat(host)
+    if removedir:
         os.rmdir(host)
     else:
-        if os.path.isdir(host) and not os.path.islink(host):
+        if stat_mod.S_ISDIR(st.st_mode):
             return -errno.EISDIR
         os.unlink(host)
+    if stat_mod.S_ISDIR(st.st_mode) or st.st_nlink <= 1:
+        ctx.proc.root.forget_owner(st)      # the inode number may come back for a new file
     return 0
+
+
+def _last_component(path: str) -> str:
+    """The last name of a path ('/' for the root itself, '' for an empty path)."""
+    names = [c for c in path.split("/") if c]
+    return names[-1] if names else ("/" if path else "")
 
 
 @syscall("unlink")
@@ -230,20 +290,49 @@ def sys_rmdir(ctx: SyscallContext, path_ptr: int, *_: int) -> int:
 @syscall("renameat2")
 def sys_renameat2(ctx: SyscallContext, olddir: int, old_ptr: int, newdir: int, new_ptr: int,
                   flags: int, *_: int) -> int:
-    """renameat without flags (RENAME_NOREPLACE and friends are not supported)."""
-    if flags:
+    """renameat with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT (done by the host)."""
+    flags &= 0xFFFFFFFF
+    if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or (
+            flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)):
         return -errno.EINVAL
-    return sys_renameat(ctx, olddir, old_ptr, newdir, new_ptr)
+    if flags & RENAME_WHITEOUT and ctx.proc.creds.fsuid != 0:
+        return -errno.EPERM
+    return _rename(ctx, olddir, old_ptr, newdir, new_ptr, flags)
 
 
 @syscall("renameat")
 def sys_renameat(ctx: SyscallContext, olddir: int, old_ptr: int, newdir: int, new_ptr: int,
                  *_: int) -> int:
     """Rename within the guest root."""
-    _, old = resolve_arg(ctx, olddir, old_ptr, follow=False)
-    _, new = resolve_arg(ctx, newdir, new_ptr, follow=False)
-    os.rename(old, new)
+    return _rename(ctx, olddir, old_ptr, newdir, new_ptr, 0)
+
+
+def _rename(ctx: SyscallContext, olddir: int, old_ptr: int, newdir: int, new_ptr: int,
+            flags: int) -> int:
+    """rename's common part: neither name may be the guest root (EBUSY, as Linux)."""
+    old_last = _last_component(path_arg(ctx, old_ptr))
+    new_last = _last_component(path_arg(ctx, new_ptr))
+    if old_last in ("/", ".", ".."):
+        return -errno.EBUSY
+    if new_last in ("/", ".", ".."):
+        return -errno.EEXIST if flags & RENAME_NOREPLACE else -errno.EBUSY
+    old_canon, old = resolve_arg(ctx, olddir, old_ptr, follow=False)
+    new_canon, new = resolve_arg(ctx, newdir, new_ptr, follow=False)
+    host_root = ctx.proc.root.host_dir
+    if "/" in (old_canon, new_canon) or host_root in (old, new):
+        return -errno.EBUSY
+    if not flags:
+        os.rename(old, new)
+        return 0
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return -errno.EINVAL
+    if renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags) != 0:
+        return -(ctypes.get_errno() or errno.EIO)
     return 0
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @syscall("rename")
@@ -266,6 +355,7 @@ def sys_symlinkat(ctx: SyscallContext, target_ptr: int, dirfd: int, path_ptr: in
     target = path_arg(ctx, target_ptr)
     _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
     os.symlink(target, host)
+    adopt_created(ctx, host)
     return 0
 
 

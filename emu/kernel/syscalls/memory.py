@@ -1,13 +1,18 @@
-"""The mmap family: mmap, munmap, mprotect, madvise, brk."""
+"""The mmap family: mmap, munmap, mremap, mprotect, madvise, mincore, brk, mlock & co.
+
+Every address, length and offset is checked for overflow (64-bit wrap-around, the end
+of user space) before anything is allocated, with Linux's errno for each case.
+"""
 from __future__ import annotations
 
 import errno
 import os
 import stat
+import weakref
 
 from emu.kernel.process import ThreadState
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
-from emu.mm.frames import PAGE_SIZE, OutOfFrames
+from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE, OutOfFrames
 from emu.mm.objects import AnonymousMemory, CachedFileObject
 from emu.mm.vmspace import (MMAP_MIN, PROT_EXEC, PROT_READ, PROT_WRITE, STACK_TOP, Mapping,
                             Share, page_align_up)
@@ -22,15 +27,48 @@ MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
 MAP_FIXED_NOREPLACE = 0x100000
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 MLOCK_ONFAULT = 1
-MADV_DONTNEED, MADV_FREE = 4, 8
+MADV_DONTNEED, MADV_FREE, MADV_REMOVE = 4, 8, 9
+MADV_WIPEONFORK, MADV_KEEPONFORK, MADV_DONTNEED_LOCKED = 18, 19, 24
+# every advice Linux 6.x knows (MADV_HWPOISON and MADV_SOFT_OFFLINE need CAP_SYS_ADMIN)
+_MADV_VALID = frozenset(range(0, 5)) | frozenset(range(8, 26))
+_MADV_ADMIN = frozenset({100, 101})
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+PROT_SEM, PROT_BTI = 0x8, 0x10
+PROT_GROWSDOWN, PROT_GROWSUP = 0x01000000, 0x02000000
 _PROT_ALL = PROT_READ | PROT_WRITE | PROT_EXEC
+TASK_SIZE = STACK_TOP               # the end of user space (47 bits on both arches)
+_WORD = 1 << 64
+MAX_LFS_FILESIZE = (1 << 63) - 1
 
 
 def _check_range(addr: int, length: int) -> int:
-    """Page-aligned end of [addr, addr+length), or EINVAL."""
-    if addr % PAGE_SIZE or length == 0 or addr + length > STACK_TOP:
+    """Page-aligned end of [addr, addr+length) inside user space, or EINVAL (munmap's rule)."""
+    if addr % PAGE_SIZE or length == 0 or addr > TASK_SIZE or length > TASK_SIZE - addr:
         raise OSError(errno.EINVAL, "bad range")
     return addr + page_align_up(length)
+
+
+def _prot_bits(ctx: SyscallContext, prot: int) -> int:
+    """The PROT_READ/WRITE/EXEC part of a prot argument; EINVAL for bits Linux rejects
+    (PROT_SEM, and PROT_BTI on AArch64, are accepted and have no effect here)."""
+    prot &= 0xFFFFFFFF
+    if prot & PROT_GROWSDOWN and prot & PROT_GROWSUP:
+        raise OSError(errno.EINVAL, "both grows flags")
+    extra = PROT_SEM | (PROT_BTI if ctx.arch == "aarch64" else 0)
+    if prot & ~(_PROT_ALL | extra | PROT_GROWSDOWN | PROT_GROWSUP):
+        raise OSError(errno.EINVAL, "bad prot")
+    return prot & _PROT_ALL
+
+
+def shared_anonymous(ctx: SyscallContext, size: int) -> CachedFileObject:
+    """The object of a MAP_SHARED anonymous (or /dev/zero) mapping: pages of an unnamed
+    file, the same in every mapping of it and across fork, however late they are first
+    touched; its frames go with the last mapping that holds it."""
+    cache = ctx.memory.page_cache
+    cached = cache.anonymous(size, "/dev/zero (deleted)")
+    obj = CachedFileObject(cached, nosync=True)
+    weakref.finalize(obj, cache.release, cached)
+    return obj
 
 
 @syscall("mmap")
@@ -38,18 +76,30 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
              fd: int, offset: int) -> int:
     """Map anonymous memory or a file; pages are set up on first touch."""
     kind = flags & 0x3
-    if length == 0 or kind == 0 or offset % PAGE_SIZE or prot & ~_PROT_ALL:
+    if length == 0 or kind == 0 or offset % PAGE_SIZE:
         return -errno.EINVAL
+    prot = _prot_bits(ctx, prot)
     size = page_align_up(length)
-    if size == 0 or size > STACK_TOP:
-        return -errno.ENOMEM
+    if size >= _WORD or size > TASK_SIZE:
+        return -errno.ENOMEM                # (PAGE_ALIGN wrapped to 0, or bigger than user space)
+    if (offset >> PAGE_SHIFT) + (size >> PAGE_SHIFT) >= 1 << (64 - PAGE_SHIFT):
+        return -errno.EOVERFLOW
+    if not flags & MAP_ANONYMOUS and (offset > MAX_LFS_FILESIZE
+                                      or size > MAX_LFS_FILESIZE - offset):
+        return -errno.EOVERFLOW
     share = Share.SHARED if kind in (MAP_SHARED, MAP_SHARED_VALIDATE) else Share.PRIVATE
     space = ctx.proc.space
-    if flags & MAP_ANONYMOUS:
+    zero_device = False
+    if not flags & MAP_ANONYMOUS:
+        file = ctx.proc.fds.get(to_int32(fd))
+        zero_device = file.guest_path == "/dev/zero"
+    if flags & MAP_ANONYMOUS or zero_device:
         obj: AnonymousMemory | CachedFileObject = AnonymousMemory()
         offset, name = 0, "[anon]"
+        if share is Share.SHARED:
+            obj = shared_anonymous(ctx, size)
+            name = obj.name
     else:
-        file = ctx.proc.fds.get(to_int32(fd))
         mode = file.guest_flags & 0o3
         if mode == os.O_WRONLY or (share is Share.SHARED and prot & PROT_WRITE
                                    and mode != os.O_RDWR):
@@ -60,7 +110,11 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         obj = CachedFileObject(cached, nosync=bool(flags & MAP_NOSYNCFILE))
         name = file.guest_path
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-        end = _check_range(addr, size)
+        if addr % PAGE_SIZE:
+            return -errno.EINVAL
+        if addr > TASK_SIZE - size:
+            return -errno.ENOMEM
+        end = addr + size
         if addr < MMAP_MIN:
             return -errno.EPERM
         if flags & MAP_FIXED_NOREPLACE and space.overlaps(addr, end):
@@ -97,9 +151,14 @@ def sys_munmap(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
 @syscall("mprotect")
 def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int) -> int:
     """Change the protection of a fully mapped range."""
-    if prot & ~_PROT_ALL:
+    prot = _prot_bits(ctx, prot)
+    if addr % PAGE_SIZE:
         return -errno.EINVAL
-    end = _check_range(addr, length)
+    if length == 0:
+        return 0
+    end = addr + page_align_up(length)
+    if end >= _WORD:
+        return -errno.ENOMEM                # wraps around
     space = ctx.proc.space
     covered = addr
     for m in space.mappings():
@@ -121,18 +180,174 @@ def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int
 
 @syscall("madvise")
 def sys_madvise(ctx: SyscallContext, addr: int, length: int, advice: int, *_: int) -> int:
-    """MADV_DONTNEED/MADV_FREE drop the pages (they read back as their object's contents)."""
+    """MADV_DONTNEED/MADV_FREE drop the pages (they read back as their object's contents);
+    every other known advice is accepted and changes nothing. Errors as Linux: EINVAL for
+    unknown advice, an unaligned start or a range that wraps; ENOMEM if part of the range is
+    unmapped (the mapped parts are still advised)."""
+    advice = to_int32(advice)
+    if advice in _MADV_ADMIN:
+        return -errno.EPERM if ctx.proc.creds.euid else -errno.EINVAL
+    if advice not in _MADV_VALID or addr % PAGE_SIZE:
+        return -errno.EINVAL
+    end = addr + page_align_up(length)
+    if end >= _WORD or (length and end == addr):
+        return -errno.EINVAL                # PAGE_ALIGN wrapped, or start + len wraps
+    if end == addr:
+        return 0
+    parts = ctx.proc.space.mappings_in(addr, end)
+    covered = sum(m.length for m in parts) == end - addr
+    if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED, MADV_REMOVE, MADV_WIPEONFORK):
+        for m in parts:
+            if m.locked and advice != MADV_DONTNEED_LOCKED:
+                return -errno.EINVAL
+            private_anon = m.share is Share.PRIVATE and not m.obj.is_file
+            if advice in (MADV_FREE, MADV_WIPEONFORK) and not private_anon:
+                return -errno.EINVAL
+            if advice == MADV_REMOVE:     # freeing the backing store: not supported here
+                return -errno.EINVAL if m.share is Share.PRIVATE else -errno.EOPNOTSUPP
+        if advice in (MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED):
+            try:
+                for m in parts:
+                    ctx.proc.space.discard(m.start, m.end)
+            except OutOfFrames:
+                return -errno.EAGAIN        # the pages could not be committed again
+    return 0 if covered else -errno.ENOMEM
+
+
+@syscall("mincore")
+def sys_mincore(ctx: SyscallContext, addr: int, length: int, vec: int, *_: int) -> int:
+    """One byte per page of [addr, addr+length): 1 if the page is resident (mapped here, or
+    a file page in the page cache). EINVAL unaligned, ENOMEM for an unmapped page or a range
+    outside user space."""
     if addr % PAGE_SIZE:
         return -errno.EINVAL
-    if length == 0:
-        return 0
+    if addr > TASK_SIZE or length > TASK_SIZE - addr:
+        return -errno.ENOMEM
     end = addr + page_align_up(length)
-    if advice in (MADV_DONTNEED, MADV_FREE):
-        try:
-            ctx.proc.space.discard(addr, end)
-        except OutOfFrames:
-            return -errno.EAGAIN        # the pages could not be committed again
+    space, page = ctx.proc.space, addr
+    while page < end:
+        m = space.find(page)
+        if m is None:
+            return -errno.ENOMEM
+        stop = min(m.end, end, page + (PAGE_SIZE << 12))     # 4096 pages at a time
+        first, last = page >> PAGE_SHIFT, stop >> PAGE_SHIFT
+        out = bytearray(last - first)
+        for vpn, _ in space.page_table.entries(first, last):
+            out[vpn - first] = 1
+        if m.obj.cached:
+            for i in range(len(out)):
+                index = m.object_offset((first + i) << PAGE_SHIFT) >> PAGE_SHIFT
+                out[i] |= m.obj.file.is_cached(index)
+        ctx.mem.write(vec + ((page - addr) >> PAGE_SHIFT), bytes(out))
+        page = stop
     return 0
+
+
+@syscall("mremap")
+def sys_mremap(ctx: SyscallContext, addr: int, old_size: int, new_size: int, flags: int,
+               new_addr: int, *_: int) -> int:
+    """Resize and/or move a mapping (Linux's rules: shrink in place, grow in place when the
+    range after it is free, else move with MREMAP_MAYMOVE; MREMAP_FIXED, MREMAP_DONTUNMAP;
+    old_size 0 duplicates a shared file mapping)."""
+    if flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) \
+            or (flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE) \
+            or (flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_size != new_size)) \
+            or addr % PAGE_SIZE:
+        return -errno.EINVAL
+    old_len, new_len = page_align_up(old_size) % _WORD, page_align_up(new_size) % _WORD
+    if new_len == 0:
+        return -errno.EINVAL
+    space = ctx.proc.space
+    m = space.find(addr)
+    if m is None:
+        return -errno.EFAULT
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        if new_addr % PAGE_SIZE or new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+            return -errno.EINVAL
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            return -errno.EINVAL            # the two ranges overlap
+        if flags & MREMAP_FIXED:
+            if new_addr < MMAP_MIN:
+                return -errno.EPERM
+            space.remove(new_addr, new_addr + new_len)
+        if old_len > new_len:
+            space.remove(addr + new_len, addr + old_len)
+            old_len = new_len
+        err = _resizable(ctx, addr, old_len, new_len)
+        if err:
+            return err
+        if not flags & MREMAP_FIXED:
+            new_addr = _place(ctx, new_addr, new_len)
+            if new_addr < 0:
+                return new_addr
+        return _move(ctx, addr, old_len, new_addr, new_len, bool(flags & MREMAP_DONTUNMAP))
+    if old_len >= new_len:                  # shrinking (or the same size): always in place
+        if old_len > new_len:
+            space.remove(addr + new_len, addr + old_len)
+        return addr
+    err = _resizable(ctx, addr, old_len, new_len)
+    if err:
+        return err
+    m = space.find(addr)
+    assert m is not None
+    if old_len and addr + old_len == m.end and space.is_free(m.end, addr + new_len):
+        try:
+            space.extend(m, addr + new_len)
+        except OutOfFrames:
+            return -errno.ENOMEM
+        return _made_resident(ctx, m.end, addr + new_len, addr)
+    if not flags & MREMAP_MAYMOVE:
+        return -errno.ENOMEM
+    target = _place(ctx, 0, new_len)
+    return target if target < 0 else _move(ctx, addr, old_len, target, new_len, False)
+
+
+def _resizable(ctx: SyscallContext, addr: int, old_len: int, new_len: int) -> int:
+    """Linux's vma_to_resize checks: 0, or the errno (negative) of the call."""
+    m = ctx.proc.space.find(addr)
+    if m is None:
+        return -errno.EFAULT
+    if old_len == 0 and not (m.share is Share.SHARED and m.obj.cached):
+        return -errno.EINVAL                # duplicating: only a shared file mapping
+    if old_len > m.end - addr:
+        return -errno.EFAULT                # across mapping boundaries
+    return 0
+
+
+def _place(ctx: SyscallContext, hint: int, length: int) -> int:
+    """Where a moved mapping goes: the hint if free, else the top-down search; -ENOMEM."""
+    space = ctx.proc.space
+    if hint and hint % PAGE_SIZE == 0 and space.is_free(hint, hint + length):
+        return hint
+    found = space.find_free(length, align=space.placement_alignment(length))
+    return -errno.ENOMEM if found is None else found
+
+
+def _move(ctx: SyscallContext, addr: int, old_len: int, new_addr: int, new_len: int,
+          keep_old: bool) -> int:
+    """Move [addr, addr+old_len) with its pages to new_addr, new_len bytes long."""
+    space = ctx.proc.space
+    m = space.find(addr)
+    assert m is not None
+    try:
+        if old_len == 0:                    # a second mapping of the same shared file pages
+            space.insert(Mapping(new_addr, new_addr + new_len, m.prot, m.share, m.obj,
+                                 m.object_offset(addr), m.name, m.lazy))
+        else:
+            space.move(m.clipped(addr, addr + old_len), new_addr, new_len, keep_old)
+    except OutOfFrames:
+        return -errno.ENOMEM
+    return _made_resident(ctx, new_addr + old_len, new_addr + new_len, new_addr)
+
+
+def _made_resident(ctx: SyscallContext, start: int, end: int, result: int) -> int:
+    """`result`, once the new part [start, end) of a locked mapping is resident (EAGAIN
+    if it cannot be)."""
+    m = ctx.proc.space.find(start) if start < end else None
+    if m is not None and m.locked and not ctx.memory.residency.populate(
+            ctx.proc, start, end, final=ctx.proc.superlocked):
+        return -errno.EAGAIN
+    return result
 
 
 @syscall("brk")
@@ -159,10 +374,15 @@ def sys_brk(ctx: SyscallContext, new_brk: int, *_: int) -> int:
     return new_brk
 
 
-def _mapped_range(ctx: SyscallContext, addr: int, length: int) -> tuple[int, int]:
-    """The page-rounded range of an mlock-family call; ENOMEM unless all of it is mapped."""
+def _mapped_range(ctx: SyscallContext, addr: int, length: int,
+                  wrap: int = errno.EINVAL) -> tuple[int, int]:
+    """The page-rounded range of an mlock-family call; `wrap` if it wraps around, ENOMEM
+    unless all of it is mapped."""
     start = addr & ~(PAGE_SIZE - 1)
-    end = page_align_up(addr + length)
+    size = page_align_up(length + addr % PAGE_SIZE) % _WORD    # (Linux's PAGE_ALIGN wraps:
+    end = start + size                                         # a huge length is 0 pages)
+    if end >= _WORD:
+        raise OSError(wrap, "range wraps around")
     covered = start
     for m in ctx.proc.space.mappings_in(start, end):
         if m.start != covered:
@@ -237,7 +457,7 @@ def sys_msync(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) 
     if addr % PAGE_SIZE or flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) \
             or (flags & MS_ASYNC and flags & MS_SYNC):
         return -errno.EINVAL
-    start, end = _mapped_range(ctx, addr, length)
+    start, end = _mapped_range(ctx, addr, length, wrap=errno.ENOMEM)
     space, memory, thread = ctx.proc.space, ctx.memory, ctx.thread
     invalidate = bool(flags & MS_INVALIDATE)
     pages = space.dirty_file_pages(start, end)

@@ -7,9 +7,6 @@ import struct
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
-RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
-RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
-_LIMITS = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_NOFILE: (1024, 1024)}
 CLOCK_REALTIME_EPOCH_NS = 1_767_225_600 * 10**9     # simulated boot: 2026-01-01T00:00:00Z
 CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI = 0, 5, 8, 11
 CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 2, 3
@@ -46,16 +43,28 @@ def sys_getppid(ctx: SyscallContext, *_: int) -> int:
     return ctx.proc.parent.pid if ctx.proc.parent is not None else 0
 
 
-@syscall("getuid", "geteuid", inline=True)
+@syscall("getuid", inline=True)
 def sys_getuid(ctx: SyscallContext, *_: int) -> int:
-    """The user id (`--uid`)."""
-    return ctx.proc.uid
+    """The real user id (`--uid` at start)."""
+    return ctx.proc.creds.uid
 
 
-@syscall("getgid", "getegid", inline=True)
+@syscall("geteuid", inline=True)
+def sys_geteuid(ctx: SyscallContext, *_: int) -> int:
+    """The effective user id."""
+    return ctx.proc.creds.euid
+
+
+@syscall("getgid", inline=True)
 def sys_getgid(ctx: SyscallContext, *_: int) -> int:
-    """The group id."""
-    return ctx.proc.gid
+    """The real group id."""
+    return ctx.proc.creds.gid
+
+
+@syscall("getegid", inline=True)
+def sys_getegid(ctx: SyscallContext, *_: int) -> int:
+    """The effective group id."""
+    return ctx.proc.creds.egid
 
 
 @syscall("set_tid_address")
@@ -97,27 +106,6 @@ def sys_uname(ctx: SyscallContext, buf: int, *_: int) -> int:
     """Describe the (emulated) system."""
     fields = (b"Linux", b"emu", b"6.1.0-emu", b"#1 SMP PREEMPT emu", ctx.arch.encode(), b"(none)")
     ctx.mem.write(buf, b"".join(f.ljust(65, b"\0") for f in fields))
-    return 0
-
-
-def _limit(resource: int) -> tuple[int, int]:
-    return _LIMITS.get(resource, (RLIM_INFINITY, RLIM_INFINITY))
-
-
-@syscall("prlimit64", inline=True)
-def sys_prlimit64(ctx: SyscallContext, pid: int, resource: int, new: int, old: int, *_: int) -> int:
-    """Report resource limits (changes are accepted and ignored)."""
-    if pid not in (0, ctx.proc.pid):
-        return -errno.ESRCH
-    if old:
-        ctx.mem.write(old, struct.pack("<QQ", *_limit(resource)))
-    return 0
-
-
-@syscall("getrlimit", inline=True)
-def sys_getrlimit(ctx: SyscallContext, resource: int, old: int, *_: int) -> int:
-    """Report a resource limit."""
-    ctx.mem.write(old, struct.pack("<QQ", *_limit(resource)))
     return 0
 
 
@@ -206,6 +194,6 @@ def sys_threadctl(ctx: SyscallContext, cmd: int, data: int, *_: int) -> int:
     """QNX ThreadCtl(): _NTO_TCTL_IO (I/O privity, root only) superlocks the process."""
     if to_int32(cmd) != _NTO_TCTL_IO:
         return -errno.EINVAL
-    if ctx.proc.uid != 0:
+    if ctx.proc.creds.euid != 0:
         return -errno.EPERM
     return 0 if ctx.memory.residency.superlock(ctx.proc) else -errno.EAGAIN

@@ -32,7 +32,7 @@ def sys_clone(ctx: SyscallContext, flags: int, stack: int, ptid: int, a3: int, a
     # the order of the last two arguments differs between the ABIs
     ctid, tls = (a3, a4) if ctx.arch == "x86_64" else (a4, a3)
     if not flags & CLONE_THREAD:
-        return clone_process(ctx, flags, ptid, ctid)
+        return clone_process(ctx, flags, stack, ptid, ctid)
     if flags & _THREAD_FLAGS != _THREAD_FLAGS:
         return -errno.EINVAL
     child = ctx.threads.clone_thread(ctx.thread, stack, tls if flags & CLONE_SETTLS else None)

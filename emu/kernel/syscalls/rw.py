@@ -1,0 +1,296 @@
+"""Reading and writing descriptors: read, write, readv, writev, pread64, pwrite64.
+
+Pipes are kernel objects (emu/kernel/pipes.py): a reader of an empty pipe or a
+writer of a full one blocks its thread in REPLY, and the other threads run. A host
+descriptor that can wait (the emulator's stdin, a terminal, a host pipe) is asked
+first; if it is not ready the thread waits the same way (emu/kernel/hostio.py).
+Regular files go through the page cache and never wait.
+
+Every count is bounded as Linux bounds it (MAX_RW_COUNT), and an emulator call moves
+at most 1 MiB (a short read or write, which POSIX allows) — except a blocking pipe
+write, which returns only when everything is written.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+
+from emu.kernel.devices import SeededRandom
+from emu.kernel.files import OpenFile
+from emu.kernel.hostio import POLLIN, POLLOUT, host_events
+from emu.kernel.pipes import BrokenPipe, PipeEnd
+from emu.kernel.process import ThreadState
+from emu.kernel.signals import SI_USER, SigInfo
+from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
+from emu.kernel.waitq import eintr
+
+IO_CHUNK = 1 << 20          # largest single host read/write per call (partial I/O is allowed)
+MAX_RW_COUNT = 0x7FFFF000   # Linux's cap on one read or write
+IOV_MAX = 1024
+SSIZE_MAX = (1 << 63) - 1
+
+
+def _file(ctx: SyscallContext, fd: int) -> OpenFile:
+    """The open file of `fd` (else EBADF)."""
+    return ctx.proc.fds.get(to_int32(fd))
+
+
+def read_from(ctx: SyscallContext, file: OpenFile, count: int,
+              offset: int | None = None) -> bytes | None:
+    """Up to `count` bytes of `file` (at `offset`, if given); None if the thread now waits."""
+    count = min(count, MAX_RW_COUNT, IO_CHUNK)
+    obj = file.kernel_object
+    if isinstance(obj, PipeEnd):
+        if offset is not None:
+            raise OSError(errno.ESPIPE, "pipe")
+        if not obj.reads:
+            raise OSError(errno.EBADF, "write end")
+        data = obj.pipe.read(count)
+        if data is None:
+            if file.nonblocking:
+                raise OSError(errno.EAGAIN, "empty")
+            ctx.blocking.wait(ctx.thread, [obj.pipe.readable], ThreadState.REPLY)
+        return data
+    if isinstance(obj, SeededRandom):
+        return obj.read(count)
+    if obj is not None:
+        raise OSError(errno.EINVAL, "not readable")
+    if count and offset is None and file.may_block and not host_events(file.host_fd, POLLIN):
+        if file.nonblocking:
+            raise OSError(errno.EAGAIN, "nothing to read")
+        ctx.blocking.wait(ctx.thread, [ctx.host.queue(file.host_fd, POLLIN)], ThreadState.REPLY)
+        return None
+    return ctx.memory.page_cache.read(file.host_fd, count, offset)
+
+
+def write_to(ctx: SyscallContext, file: OpenFile, data: bytes,
+             offset: int | None = None) -> int | None:
+    """Write `data` to `file` (at `offset`, if given): the count, or None if the thread now
+    waits (a pipe write that does not fit; the part written is kept in `Thread.resume`)."""
+    obj = file.kernel_object
+    if isinstance(obj, PipeEnd):
+        if offset is not None:
+            raise OSError(errno.ESPIPE, "pipe")
+        if not obj.writes:
+            raise OSError(errno.EBADF, "read end")
+        return _pipe_write(ctx, file, obj, data)
+    if isinstance(obj, SeededRandom):
+        return obj.write(data)
+    if obj is not None:
+        raise OSError(errno.EINVAL, "not writable")
+    if data and offset is None and file.may_block and not host_events(file.host_fd, POLLOUT):
+        if file.nonblocking:
+            raise OSError(errno.EAGAIN, "no room")
+        ctx.blocking.wait(ctx.thread, [ctx.host.queue(file.host_fd, POLLOUT)], ThreadState.REPLY)
+        return None
+    return ctx.memory.page_cache.write(file.host_fd, data, offset)
+
+
+def _pipe_write(ctx: SyscallContext, file: OpenFile, end: PipeEnd, data: bytes) -> int | None:
+    thread = ctx.thread
+    done = thread.resume or 0               # bytes this call already put in the pipe
+    while done < len(data):
+        try:
+            n = end.pipe.write(data[done:])
+        except BrokenPipe:
+            if done:
+                return done
+            ctx.signals.send(ctx.proc, SigInfo(signal.SIGPIPE, SI_USER, pid=ctx.proc.pid,
+                                               uid=ctx.proc.uid), thread)
+            return -errno.EPIPE
+        if n is None:
+            if file.nonblocking:
+                return done or -errno.EAGAIN
+            thread.resume = done
+            progress = done
+            ctx.blocking.wait(thread, [end.pipe.writable], ThreadState.REPLY,
+                              interrupted=lambda: (progress, None) if progress else eintr())
+            return None
+        done += n
+    return done
+
+
+def _count(count: int) -> int:
+    if count > SSIZE_MAX:
+        raise OSError(errno.EINVAL, "count")
+    return count
+
+
+def _offset(offset: int) -> int:
+    offset = to_signed(offset)
+    if offset < 0:
+        raise OSError(errno.EINVAL, "negative offset")
+    return offset
+
+
+@syscall("read")
+def sys_read(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int | None:
+    """Read from a descriptor into guest memory."""
+    data = read_from(ctx, _file(ctx, fd), _count(count))
+    if data is None:
+        return None
+    ctx.mem.write(buf, data)
+    return len(data)
+
+
+@syscall("write")
+def sys_write(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int | None:
+    """Write guest memory to a descriptor."""
+    file = _file(ctx, fd)
+    count = min(_count(count), MAX_RW_COUNT)
+    if not isinstance(file.kernel_object, PipeEnd):
+        count = min(count, IO_CHUNK)
+    return write_to(ctx, file, ctx.mem.read(buf, count))
+
+
+@syscall("pread64")
+def sys_pread64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+    """Read at an offset without moving the file position."""
+    file = _file(ctx, fd)
+    data = read_from(ctx, file, _count(count), _offset(offset))
+    assert data is not None, "a positioned read never waits"
+    ctx.mem.write(buf, data)
+    return len(data)
+
+
+@syscall("pwrite64")
+def sys_pwrite64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+    """Write at an offset without moving the file position."""
+    file = _file(ctx, fd)
+    offset = _offset(offset)
+    count = min(_count(count), IO_CHUNK)
+    if offset + count > SSIZE_MAX:
+        raise OSError(errno.EFBIG, "past the largest offset")
+    written = write_to(ctx, file, ctx.mem.read(buf, count), offset)
+    assert written is not None, "a positioned write never waits"
+    return written
+
+
+def iovecs(ctx: SyscallContext, iov: int, iovcnt: int, limit: int) -> list[tuple[int, int]]:
+    """The (base, length) buffers of an iovec array, cut to `limit` bytes in all (EINVAL for a
+    bad count or a total past SSIZE_MAX, as Linux checks)."""
+    iovcnt = to_int32(iovcnt)
+    if not 0 <= iovcnt <= IOV_MAX:
+        raise OSError(errno.EINVAL, "bad iovcnt")
+    raw = ctx.mem.read(iov, 16 * iovcnt)
+    vecs = [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
+    total, out = 0, []
+    for base, length in vecs:
+        if length > SSIZE_MAX or total + length > SSIZE_MAX:
+            raise OSError(errno.EINVAL, "iovec length")
+        total += length
+    left = limit
+    for base, length in vecs:
+        take = min(length, left)
+        if take:
+            out.append((base, take))
+            left -= take
+    return out
+
+
+@syscall("writev")
+def sys_writev(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, *_: int) -> int | None:
+    """Gather-write: one write of all the buffers."""
+    file = _file(ctx, fd)
+    limit = MAX_RW_COUNT if isinstance(file.kernel_object, PipeEnd) else IO_CHUNK
+    data = b"".join(ctx.mem.read(base, length) for base, length in iovecs(ctx, iov, iovcnt, limit))
+    return write_to(ctx, file, data)
+
+
+@syscall("readv")
+def sys_readv(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, *_: int) -> int | None:
+    """Scatter-read: one read spread over the buffers."""
+    file = _file(ctx, fd)
+    vecs = iovecs(ctx, iov, iovcnt, IO_CHUNK)
+    data = read_from(ctx, file, sum(n for _, n in vecs))
+    if data is None:
+        return None
+    done = 0
+    for base, length in vecs:
+        part = data[done:done + length]
+        if not part:
+            break
+        ctx.mem.write(base, part)
+        done += len(part)
+    return done
+
+
+# ---- copying between descriptors ----
+
+def _room_for(ctx: SyscallContext, out: OpenFile, count: int) -> int | None:
+    """How much may be written to `out` without waiting (None: the thread now waits for
+    room), so that data taken from the input is never lost to a blocked write."""
+    obj = out.kernel_object
+    if isinstance(obj, PipeEnd):
+        pipe = obj.pipe
+        if pipe.readers == 0 or pipe.room:
+            return min(count, pipe.room) if pipe.readers else count
+        if out.nonblocking:
+            raise OSError(errno.EAGAIN, "no room")
+        ctx.blocking.wait(ctx.thread, [pipe.writable], ThreadState.REPLY)
+        return None
+    if out.may_block and not host_events(out.host_fd, POLLOUT):
+        if out.nonblocking:
+            raise OSError(errno.EAGAIN, "no room")
+        ctx.blocking.wait(ctx.thread, [ctx.host.queue(out.host_fd, POLLOUT)], ThreadState.REPLY)
+        return None
+    return count
+
+
+def _copy(ctx: SyscallContext, src: OpenFile, dst: OpenFile, count: int, in_off: int | None,
+          out_off: int | None) -> int | None:
+    count = min(_count(count), IO_CHUNK)
+    if count == 0:
+        return 0
+    room = _room_for(ctx, dst, count)
+    if room is None:
+        return None
+    data = read_from(ctx, src, room, in_off)
+    if data is None:
+        return None
+    if not data:
+        return 0
+    written = write_to(ctx, dst, data, out_off)
+    assert written is not None, "the room was checked first"
+    return written
+
+
+@syscall("sendfile")
+def sys_sendfile(ctx: SyscallContext, out_fd: int, in_fd: int, offset_ptr: int, count: int,
+                 *_: int) -> int | None:
+    """Copy from one descriptor to another in the kernel (at *offset, which moves, if given)."""
+    src, dst = _file(ctx, in_fd), _file(ctx, out_fd)
+    if dst.guest_flags & os.O_APPEND:
+        return -errno.EINVAL
+    if isinstance(src.kernel_object, PipeEnd) and offset_ptr:
+        return -errno.ESPIPE
+    offset = None
+    if offset_ptr:
+        offset = _offset(struct.unpack("<Q", ctx.mem.read(offset_ptr, 8))[0])
+    done = _copy(ctx, src, dst, count, offset, None)
+    if done is not None and offset_ptr and done >= 0:
+        ctx.mem.write(offset_ptr, struct.pack("<q", offset + done))
+    return done
+
+
+@syscall("copy_file_range")
+def sys_copy_file_range(ctx: SyscallContext, in_fd: int, in_off: int, out_fd: int, out_off: int,
+                        count: int, flags: int) -> int | None:
+    """Copy a range between two regular files (EINVAL for flags or anything else)."""
+    if flags:
+        return -errno.EINVAL
+    src, dst = _file(ctx, in_fd), _file(ctx, out_fd)
+    for file in (src, dst):
+        if file.kernel_object is not None or file.may_block or file.is_std:
+            return -errno.EINVAL
+    if dst.guest_flags & os.O_APPEND:
+        return -errno.EBADF
+    offsets = [None if not p else _offset(struct.unpack("<Q", ctx.mem.read(p, 8))[0])
+               for p in (in_off, out_off)]
+    done = _copy(ctx, src, dst, count, offsets[0], offsets[1])
+    for ptr, off in zip((in_off, out_off), offsets):
+        if ptr and off is not None and done:
+            ctx.mem.write(ptr, struct.pack("<q", off + done))
+    return done
