@@ -38,6 +38,7 @@ from emu.kernel.resources import ResourceHooks, SystemFacts
 from emu.kernel.sched import Scheduler
 from emu.kernel.hostio import HostPoller
 from emu.kernel.locks import LockTable
+from emu.kernel.pipes import FifoTable
 from emu.kernel.procfs import ProcFs
 from emu.kernel.sigdeliver import SignalDelivery
 from emu.kernel.sigframe import FRAMES
@@ -210,7 +211,7 @@ class Machine:
         services = Services(threads=kernel, clock=clock,
                             memory=MemoryServices(page_cache, residency, store, waits),
                             signals=signals, family=family, blocking=blocking, host=host_io,
-                            locks=locks, procfs=ProcFs(
+                            locks=locks, fifos=FifoTable(), procfs=ProcFs(
                                 kernel.processes, lambda: kernel.procnto, ram.size,
                                 lambda: frames.free_count, clock.now_ns, spec.name,
                                 sched.cpu_time, profile.frequency_hz),

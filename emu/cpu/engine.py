@@ -21,6 +21,8 @@ from unicorn.unicorn_py3 import unicorn as _binding
 from emu.cpu.arch import SIGNAL_REGISTERS, X86_FP_REGISTERS, ArchSpec
 from emu.cpu.costs import BlockCoster
 from emu.cpu.faultaddr import FaultAddressDecoder
+from emu.cpu.traps import (A64_EXCP_SWI, X86_FP_FLAGS, X86_FSW_SF, X86_GP, X86_MF, classify_a64,
+                           classify_x86)
 from emu.cpu.fastpath import FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, FastPath, ffi, lib
 from emu.profile import InstructionCosts
 
@@ -38,12 +40,11 @@ assert (lib.FP_PTE_READ, lib.FP_PTE_WRITE, lib.FP_PTE_EXEC) == (
 
 NEVER = 0xFFFF_FFFF_FFFF_FFFF
 SYSCALLS_COUNTED = lib.FP_MAX_SYSCALL     # the CPU counts calls with numbers below this
-_A64_EXCP_SWI = 2          # QEMU's EXCP_SWI: svc
-_A64_EXCP_BKPT = 7         # brk
-_A64_EXCP_UDEF = 1         # undefined instruction; Unicorn reports brk as this too
-_A64_BRK_MASK, _A64_BRK = 0xFFE0001F, 0xD4200000
-_X86_EXCEPTIONS = {0: "arithmetic", 3: "breakpoint", 6: "illegal"}
-_A64_EXCEPTIONS = {_A64_EXCP_BKPT: "breakpoint", _A64_EXCP_UDEF: "illegal"}
+
+
+def _canonical(vaddr: int) -> bool:
+    """Whether an x86-64 address is canonical (bits 63..47 all equal)."""
+    return (vaddr >> 47) in (0, 0x1FFFF)
 
 
 class StopKind(enum.Enum):
@@ -57,7 +58,15 @@ class StopKind(enum.Enum):
     ILLEGAL = "illegal"             # undefined instruction
     BREAKPOINT = "breakpoint"       # int3 / brk
     ARITHMETIC = "arithmetic"       # divide error
-    CPU_ERROR = "cpu_error"         # any other CPU exception
+    ALIGNMENT = "alignment"         # misaligned access, PC or SP (fault_vaddr: the address)
+    PROTECTION = "protection"       # x86 #GP and kin: a privileged or forbidden instruction
+    FLOATING_POINT = "floating_point"   # unmasked x87 / SSE exception (fp_status: its flags)
+    CPU_ERROR = "cpu_error"         # an exception no user program can cause (IRQ, ...)
+
+    @property
+    def is_exception(self) -> bool:
+        """Whether the guest's own instruction raised it (the kernel answers with a signal)."""
+        return self in _EXCEPTION_KINDS
 
 
 @dataclass(slots=True)
@@ -69,6 +78,13 @@ class Stop:
     fault_vaddr: int = 0
     fault_access: int = 0        # ACCESS_READ / ACCESS_WRITE / ACCESS_FETCH
     detail: str = ""
+    trap: int = -1               # exceptions: the x86 vector or QEMU's AArch64 EXCP_* number
+    fp_status: int = 0           # FLOATING_POINT: the unmasked flags (x87/MXCSR bits 0..6)
+
+
+_EXCEPTION_KINDS = frozenset({StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC,
+                              StopKind.ALIGNMENT, StopKind.PROTECTION, StopKind.FLOATING_POINT,
+                              StopKind.CPU_ERROR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +126,18 @@ class CpuEngine:
         uc.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, ram_host_address)
         if spec.name == "aarch64":
             uc.reg_write(a64.UC_ARM64_REG_CPACR_EL1, 3 << 20)     # FP/SIMD at EL0/EL1
-        else:  # SSE as a Linux user process sees it: CR4.OSFXSR | CR4.OSXMMEXCPT
+        else:  # SSE as a Linux user process sees it: CR4.OSFXSR | CR4.OSXMMEXCPT, and
+            # CR0.NE: an unmasked x87 exception is #MF (SIGFPE), not the FERR# pin
             uc.reg_write(x86_const.UC_X86_REG_CR4,
                          uc.reg_read(x86_const.UC_X86_REG_CR4) | (1 << 9) | (1 << 10))
+            uc.reg_write(x86_const.UC_X86_REG_CR0, uc.reg_read(x86_const.UC_X86_REG_CR0) | (1 << 5))
         self.uc = uc
         x86 = spec.name == "x86_64"
         fastpath.attach(uc._uch.value, _binding.uclib, spec.name, pc_reg=spec.pc,
                         syscall_regs=(spec.syscall_nr, *spec.syscall_args),
                         result_reg=spec.syscall_ret,
                         syscall_insn=x86_const.UC_X86_INS_SYSCALL if x86 else 0,
-                        syscall_intno=-1 if x86 else _A64_EXCP_SWI)
+                        syscall_intno=-1 if x86 else A64_EXCP_SWI)
         fastpath.locate_cpu()
 
     def _cost_block(self, pc: int, paddr: int, size: int) -> tuple[int, int]:
@@ -149,6 +167,10 @@ class CpuEngine:
         st = self.fastpath.state
         if reason == lib.FP_STOP_FAULT:
             self.take_back_unretired(now)
+            if self.spec.name == "x86_64" and not _canonical(st.fault_vaddr):
+                # x86-64 raises #GP, not a page fault, for a non-canonical address
+                return Stop(StopKind.PROTECTION, pc=now, detail="non-canonical address "
+                            f"{st.fault_vaddr:#x}", trap=X86_GP)
             return Stop(StopKind.FAULT, pc=now, fault_vaddr=st.fault_vaddr,
                         fault_access=st.fault_access)
         if reason == lib.FP_STOP_FAULT_DONE:        # taken back before the fault was served
@@ -172,13 +194,27 @@ class CpuEngine:
         return Stop(StopKind.FAULT, pc=now, fault_vaddr=now, fault_access=ACCESS_FETCH)
 
     def _exception(self, intno: int, now: int) -> Stop:
-        """A CPU exception other than a system call."""
-        names = _X86_EXCEPTIONS if self.spec.name == "x86_64" else _A64_EXCEPTIONS
-        kind = StopKind(names.get(intno, "cpu_error"))
+        """A CPU exception other than a system call, as the trap Linux would take."""
         self.take_back_unretired(now)
-        if kind is StopKind.ILLEGAL and self.spec.name == "aarch64" and self._is_brk(now):
-            kind = StopKind.BREAKPOINT
-        return Stop(kind, pc=now, detail=f"interrupt {intno}")
+        if self.spec.name == "x86_64":
+            trap = classify_x86(intno, now, self.read_code, self._x86_fp_flags)
+        else:
+            trap = classify_a64(intno, now, self.read_code, self._access_address)
+        return Stop(StopKind(trap.kind), pc=trap.pc, fault_vaddr=trap.address,
+                    detail=f"interrupt {intno}", trap=trap.trap, fp_status=trap.fp_status)
+
+    def _access_address(self, code: bytes, pc: int) -> int | None:
+        """The address the memory instruction `code` at `pc` accesses (loaded registers)."""
+        return self._fault_decoder.access_address(code, pc, self.uc.reg_read)
+
+    def _x86_fp_flags(self, vector: int) -> int:
+        """The unmasked exception flags behind an x87 #MF or an SSE #XM."""
+        read = self.uc.reg_read
+        if vector == X86_MF:
+            fsw = read(x86_const.UC_X86_REG_FPSW)
+            return fsw & ~read(x86_const.UC_X86_REG_FPCW) & X86_FP_FLAGS | fsw & X86_FSW_SF
+        mxcsr = read(x86_const.UC_X86_REG_MXCSR)
+        return mxcsr & ~(mxcsr >> 7) & X86_FP_FLAGS
 
     def _run_to(self, block_pc: int, target: int) -> Stop:
         """The next block holds a stop point at `target`: translate it again with `target`
@@ -225,11 +261,6 @@ class CpuEngine:
         if fastpath.callback_error is not None:
             exc, fastpath.callback_error = fastpath.callback_error, None
             raise exc
-
-    def _is_brk(self, pc: int) -> bool:
-        """Whether the AArch64 instruction at `pc` is a brk."""
-        word = int.from_bytes(self.read_code(pc, 4), "little")    # it was just fetched
-        return word & _A64_BRK_MASK == _A64_BRK
 
     def take_back_unretired(self, pc: int) -> Unretired:
         """Take back the instructions and cycles of the current block from `pc` on (they

@@ -52,6 +52,15 @@ class FaultAddressDecoder:
             return pc                       # the instruction itself could not be fetched
         return page
 
+    def access_address(self, code: bytes, pc: int, read: ReadRegister) -> int | None:
+        """The address of the first memory access of the instruction `code` at `pc`, or None
+        (an alignment fault's si_addr)."""
+        insn = next(self._cs.disasm(code, pc, 1), None)
+        if insn is None:
+            return None
+        accesses = self._x86_accesses(insn, read) if self._x86 else self._a64_accesses(insn, read)
+        return accesses[0][0] if accesses else None
+
     def _x86_accesses(self, insn: capstone.CsInsn, read: ReadRegister) -> list[tuple[int, int]]:
         out = []
         for op in insn.operands:

@@ -389,12 +389,9 @@ class Kernel:
                 self._stop_wanted = True        # the client's instruction count
         elif kind is StopKind.BREAKPOINT_PC:
             self._stop_wanted = True
-        elif kind in _EXCEPTIONS:
-            self.signals.force(thread, exception_info(kind, thread.process.arch, stop.pc),
+        elif kind.is_exception:         # the signal Linux sends; a handler may catch it
+            self.signals.force(thread, exception_info(stop, thread.process.arch),
                                f"{kind.value} at pc {stop.pc:#x} ({stop.detail})")
-        elif kind is StopKind.CPU_ERROR:
-            self.diagnose(thread, f"{kind.value} at pc {stop.pc:#x} ({stop.detail})")
-            self.kill(thread.process, signal.SIGSEGV)
 
     def _syscall(self, thread: Thread) -> None:
         nr, args = self.engine.syscall_number_and_args()

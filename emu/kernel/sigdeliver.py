@@ -25,7 +25,7 @@ import signal
 import struct
 from collections.abc import Callable
 
-from emu.cpu.engine import CpuEngine, StopKind
+from emu.cpu.engine import CpuEngine, Stop, StopKind
 from emu.kernel.process import ExitStatus, Process, Thread
 from emu.kernel.sched import Scheduler
 from emu.kernel.sigframe import FRAMES, BadFrame, Delivery
@@ -68,16 +68,43 @@ def fault_info(signo: int, code: int, vaddr: int, access: Access) -> SigInfo:
     return SigInfo(signo, code, addr=vaddr, trapno=14, error_code=error, page_only=True)
 
 
-def exception_info(kind: StopKind, arch: str, pc: int) -> SigInfo:
-    """The signal Linux raises for a CPU exception at `pc` (ILLEGAL, BREAKPOINT, ARITHMETIC)."""
-    x86 = arch == "x86_64"
+BUS_ADRALN = 1                  # invalid address alignment
+FPE_FLTDIV, FPE_FLTOVF, FPE_FLTUND, FPE_FLTRES, FPE_FLTINV = 3, 4, 5, 6, 7
+_X86_NP, _X86_SS, _X86_GP, _X86_MF, _X86_AC, _X86_XM = 11, 12, 13, 16, 17, 19
+
+
+def fp_si_code(flags: int) -> int:
+    """The FPE_* code Linux's math_error gives the unmasked x87/SSE `flags` (bits IE..PE, SF)."""
+    if flags & 0x41:
+        return FPE_FLTINV
+    for bits, code in ((0x04, FPE_FLTDIV), (0x08, FPE_FLTOVF), (0x12, FPE_FLTUND),
+                       (0x20, FPE_FLTRES)):
+        if flags & bits:
+            return code
+    return 0
+
+
+def exception_info(stop: Stop, arch: str) -> SigInfo:
+    """The signal Linux raises for the CPU exception `stop` reports (any `is_exception` kind),
+    as arch/x86/kernel/traps.c and arch/arm64/kernel/traps.c, fault.c send it."""
+    x86, kind, pc = arch == "x86_64", stop.kind, stop.pc
     if kind is StopKind.ILLEGAL:
         return SigInfo(signal.SIGILL, ILL_ILLOPN if x86 else ILL_ILLOPC, addr=pc, trapno=6)
     if kind is StopKind.BREAKPOINT:     # x86 int3 reports no address; pc is past it
-        return (SigInfo(signal.SIGTRAP, SI_KERNEL, trapno=3) if x86
-                else SigInfo(signal.SIGTRAP, TRAP_BRKPT, addr=pc))
-    assert kind is StopKind.ARITHMETIC
-    return SigInfo(signal.SIGFPE, FPE_INTDIV, addr=pc, trapno=0)
+        if x86 and stop.trap != 1:
+            return SigInfo(signal.SIGTRAP, SI_KERNEL, trapno=3)
+        return SigInfo(signal.SIGTRAP, TRAP_BRKPT, addr=pc, trapno=1 if x86 else 0)
+    if kind is StopKind.ARITHMETIC:
+        return SigInfo(signal.SIGFPE, FPE_INTDIV, addr=pc, trapno=0)
+    if kind is StopKind.ALIGNMENT:      # x86 #AC reports no address
+        return SigInfo(signal.SIGBUS, BUS_ADRALN, addr=0 if x86 else stop.fault_vaddr,
+                       trapno=_X86_AC if x86 else 0)
+    if kind is StopKind.FLOATING_POINT:
+        return SigInfo(signal.SIGFPE, fp_si_code(stop.fp_status), addr=pc,
+                       trapno=stop.trap if stop.trap in (_X86_MF, _X86_XM) else _X86_MF)
+    # #GP and the other traps a user program takes only by doing what it may not
+    signo = signal.SIGBUS if x86 and stop.trap in (_X86_NP, _X86_SS) else signal.SIGSEGV
+    return SigInfo(signo, SI_KERNEL, trapno=stop.trap if stop.trap >= 0 else _X86_GP)
 
 
 class SignalDelivery:

@@ -68,3 +68,99 @@ def test_posix_spawn_runs_the_child_on_its_own_stack(firmware: Path, arch: str) 
     assert code == 0, err
     assert out == ("posix_spawn: ok\nhello from the spawned child\nchild exited 3\n"
                    "posix_spawn of a missing file: ENOENT\n")
+
+
+FIFO_C = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    unlink("/fifo");
+    if (mkfifo("/fifo", 0600)) { perror("mkfifo"); return 1; }
+    int w = open("/fifo", O_WRONLY | O_NONBLOCK);
+    printf("writer without reader: %s\n", w < 0 && errno == ENXIO ? "ENXIO" : "opened");
+    int r = open("/fifo", O_RDONLY | O_NONBLOCK);
+    printf("nonblocking reader: %s\n", r >= 0 ? "opened" : strerror(errno));
+    close(r);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/fifo", O_WRONLY);
+        write(fd, "through the fifo", 16);
+        close(fd);
+        _exit(0);
+    }
+    int fd = open("/fifo", O_RDONLY);
+    char buf[64] = {0};
+    ssize_t n, total = 0;
+    while ((n = read(fd, buf + total, sizeof buf - 1 - total)) > 0) total += n;
+    struct stat st;
+    fstat(fd, &st);
+    printf("read '%s', then EOF; S_ISFIFO %d\n", buf, S_ISFIFO(st.st_mode));
+    waitpid(pid, NULL, 0);
+    int rw = open("/fifo", O_RDWR);
+    printf("O_RDWR: %s\n", rw >= 0 ? "opened" : strerror(errno));
+    unlink("/fifo");
+    return 0;
+}
+"""
+
+SHARED_ANON_C = r"""
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <fcntl.h>
+int main(void){
+  char *p = mmap(0, 1<<20, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS, -1, 0);
+  p[0] = 1;
+  int fd = open("/dev/zero", O_RDWR);
+  char *z = mmap(0, 8192, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0);
+  char *zp = mmap(0, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (z == MAP_FAILED || zp == MAP_FAILED) { perror("mmap /dev/zero"); return 1; }
+  zp[0] = 9;
+  pid_t pid = fork();
+  if (pid == 0) { p[0] = 2; p[4096] = 3; p[900000] = 4; z[100] = 5; zp[0] = 7; _exit(0); }
+  waitpid(pid, 0, 0);
+  printf("%d %d %d %d %d\n", p[0], p[4096], p[900000], z[100], zp[0]);
+  for (int i = 0; i < 80; i++) { char *q = mmap(0, 1<<20, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS, -1, 0); for (int j = 0; j < 1<<20; j += 4096) q[j] = 1; munmap(q, 1<<20); }
+  printf("80 MiB through shared mappings: ok\n");
+  return 0;
+}
+"""
+
+
+def _build(tmp_path: Path, arch: str, source: str, name: str) -> Path:
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    exe = root / name
+    cc = "gcc" if arch == "x86_64" else "aarch64-linux-gnu-gcc"
+    subprocess.run([cc, "-static", "-O2", "-w", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def test_named_fifo(tmp_path: Path, arch: str) -> None:
+    """A reader's open waits for a writer (in REPLY, the writer's process runs meanwhile);
+    O_NONBLOCK writers get ENXIO without a reader; O_RDWR never waits."""
+    exe = _build(tmp_path, arch, FIFO_C, "fifo")
+    run = run_emu("--root", exe.parent, exe)
+    assert (run.returncode, run.stdout) == (0, (
+        "writer without reader: ENXIO\nnonblocking reader: opened\n"
+        "read 'through the fifo', then EOF; S_ISFIFO 1\nO_RDWR: opened\n")), run.stderr
+    assert not (exe.parent / "fifo").exists()
+
+
+def test_shared_anonymous_memory_across_fork(tmp_path: Path, arch: str) -> None:
+    """MAP_SHARED|MAP_ANONYMOUS and shared /dev/zero pages are shared with a forked child
+    even when first touched after the fork; private /dev/zero is private; the frames of
+    unmapped shared memory come back (80 MiB through 32 MiB of RAM)."""
+    exe = _build(tmp_path, arch, SHARED_ANON_C, "shared")
+    run = run_emu("--ram", "32M", "--root", exe.parent, exe)
+    assert (run.returncode, run.stdout) == (
+        0, "2 3 4 5 9\n80 MiB through shared mappings: ok\n"), run.stderr

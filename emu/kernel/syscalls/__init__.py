@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from emu.kernel.io import BackingStore
     from emu.kernel.itimers import ItimerTable
     from emu.kernel.locks import LockTable
+    from emu.kernel.pipes import FifoTable
     from emu.kernel.procfs import ProcFs
     from emu.kernel.residency import Residency
     from emu.kernel.resources import SystemFacts
@@ -100,6 +101,7 @@ class Services:
     host: HostPoller
     locks: LockTable            # fcntl record locks
     procfs: ProcFs              # the synthetic /proc
+    fifos: FifoTable            # the pipes behind named FIFOs
     system: SystemFacts         # sysinfo's machine-wide figures
     itimers: ItimerTable        # alarm, setitimer, POSIX timers
     shm: SysvShm                # System V shared memory segments
@@ -109,7 +111,7 @@ class SyscallContext:
     """What one system call runs with: the caller and the per-family interfaces."""
 
     __slots__ = ("proc", "thread", "mem", "arch", "threads", "clock", "memory", "signals",
-                 "family", "blocking", "host", "locks", "procfs", "system", "itimers", "shm")
+                 "family", "blocking", "host", "locks", "procfs", "fifos", "system", "itimers", "shm")
 
     def __init__(self, proc: Process, thread: Thread, services: Services) -> None:
         """The context of a call made by `thread` of `proc`."""
@@ -126,6 +128,7 @@ class SyscallContext:
         self.host = services.host
         self.locks = services.locks
         self.procfs = services.procfs
+        self.fifos = services.fifos
         self.system = services.system
         self.itimers = services.itimers
         self.shm = services.shm

@@ -6,8 +6,10 @@ import errno
 import fcntl
 import os
 import posixpath
+import stat as stat_mod
 import struct
 import termios
+from dataclasses import dataclass
 
 from emu.kernel.devices import is_device, open_device
 from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile, host_open_flags
@@ -15,6 +17,8 @@ from emu.kernel.locks import F_RDLCK, F_UNLCK, F_WRLCK, OFFSET_MAX, LockOwner, L
 from emu.kernel.pipes import MAX_PIPE_SIZE, Pipe, PipeEnd, pipe_size_for
 from emu.kernel.process import ThreadState
 from emu.kernel.procfs import ProcFs
+from emu.kernel.synthetic import is_magic_link
+from emu.kernel.signals import Restart
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 from emu.mm.uaccess import BadAddress
 
@@ -60,11 +64,13 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
     device = posixpath.normpath(posixpath.join(_base_dir(ctx, dirfd), path_arg(ctx, path_ptr)))
     if is_device(device):
         file = open_device(device, flags, host_flags, ctx.proc.fds, ctx.threads.random_bytes)
-    elif ProcFs.covers(device) and not _is_magic_link(device):
+    elif ProcFs.covers(device) and not is_magic_link(device):
         file = _open_proc(ctx, device, flags, host_flags)
     else:
         canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=not nofollow)
         creates = bool(host_flags & os.O_CREAT) and not os.path.lexists(host)
+        if not creates and _is_fifo(host):
+            return _open_fifo(ctx, canon, host, flags)
         fd = os.open(host, host_flags | os.O_CLOEXEC, mode & 0o7777 & ~ctx.proc.umask)
         file = OpenFile(fd, canon, flags)
         if creates:
@@ -77,10 +83,58 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
         raise
 
 
-def _is_magic_link(path: str) -> bool:
-    """/proc/PID/{exe,cwd,root} and paths through them: the guest root resolves those."""
-    parts = [p for p in path.split("/") if p]
-    return len(parts) >= 3 and parts[2] in ("exe", "cwd", "root")
+def _is_fifo(host: str) -> bool:
+    try:
+        return stat_mod.S_ISFIFO(os.stat(host).st_mode)
+    except OSError:
+        return False
+
+
+@dataclass
+class FifoOpen:
+    """A FIFO open waiting for the other end (kept in `Thread.resume` across retries)."""
+
+    file: OpenFile
+    peer_opens: int             # the other end's open count when this open began
+
+
+def _open_fifo(ctx: SyscallContext, canon: str, host: str, flags: int) -> int | None:
+    """Open a named FIFO: the kernel pipe behind it (pipes.py). A reader waits for a writer
+    and a writer for a reader (REPLY), unless O_NONBLOCK (a writer then gets ENXIO);
+    O_RDWR never waits."""
+    thread, mode = ctx.thread, flags & 0o3
+    pending = thread.resume
+    if not isinstance(pending, FifoOpen):
+        st = os.stat(host)
+        pipe = ctx.fifos.pipe_of((st.st_dev, st.st_ino), ctx.blocking.wake)
+        reads, writes = mode in (0, 2), mode in (1, 2)
+        if mode == 1 and pipe.readers == 0 and flags & O_NONBLOCK:
+            return -errno.ENXIO
+        # the anchor: the host FIFO itself, opened so that it never blocks (fstat, lseek)
+        anchor = os.open(host, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        file = OpenFile(anchor, canon, flags, kernel_object=PipeEnd(pipe, reads, writes))
+        for end in ((False,) if reads else ()) + ((True,) if writes else ()):
+            pipe.open_end(end)
+        pending = FifoOpen(file, pipe.writer_opens if mode == 0 else pipe.reader_opens)
+    end = pending.file.kernel_object
+    assert isinstance(end, PipeEnd)
+    pipe = end.pipe
+    peer_now = pipe.writer_opens if mode == 0 else pipe.reader_opens
+    peers = pipe.writers if mode == 0 else pipe.readers
+    if mode != 2 and not flags & O_NONBLOCK and not peers and peer_now == pending.peer_opens:
+        thread.resume = pending
+        file = pending.file
+
+        def interrupted() -> tuple[int, Restart | None]:
+            file.close()                        # this end was never handed out
+            return -errno.EINTR, Restart.RESTARTSYS
+        ctx.blocking.wait(thread, [pipe.opens], ThreadState.REPLY, interrupted=interrupted)
+        return None
+    try:
+        return ctx.proc.fds.install(pending.file, cloexec=bool(flags & O_CLOEXEC))
+    except OSError:
+        pending.file.close()
+        raise
 
 
 def _open_proc(ctx: SyscallContext, path: str, flags: int, host_flags: int) -> OpenFile:

@@ -11,6 +11,8 @@ import os
 import stat as stat_mod
 import struct
 
+from emu.kernel.procfs import ProcFs
+from emu.kernel.synthetic import lexical_path, served, synthetic_link, synthetic_stat
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.kernel.syscalls.fs import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
                                     path_arg, resolve_arg)
@@ -62,6 +64,9 @@ def _stat_target(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int) -> 
         if to_int32(dirfd) == AT_FDCWD:
             return os.stat(ctx.proc.root.host_path(ctx.proc.cwd))
         return os.fstat(ctx.proc.fds.get(to_int32(dirfd)).host_fd)
+    lexical = lexical_path(ctx, _base(ctx, dirfd), path)
+    if served(lexical):
+        return synthetic_stat(ctx, lexical, follow=not flags & AT_SYMLINK_NOFOLLOW)
     _, host = resolve_arg(ctx, dirfd, path_ptr, follow=not flags & AT_SYMLINK_NOFOLLOW)
     return os.stat(host, follow_symlinks=not flags & AT_SYMLINK_NOFOLLOW)
 
@@ -119,8 +124,14 @@ def sys_readlinkat(ctx: SyscallContext, dirfd: int, path_ptr: int, buf: int, siz
     proc = ctx.proc
     magic = proc.root.magic_link(path, _base(ctx, dirfd), proc.exe_path, proc.pid) \
         if path else None
+    served_link = None if magic is not None or not path else \
+        synthetic_link(ctx, lexical_path(ctx, _base(ctx, dirfd), path))
     if magic is not None:
         target = magic.encode("utf-8", "surrogateescape")
+    elif served_link is not None:
+        target = served_link.encode("utf-8", "surrogateescape")
+    elif path and served(lexical_path(ctx, _base(ctx, dirfd), path)):
+        return -errno.EINVAL                # a served file that is not a link
     else:
         _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
         target = os.fsencode(os.readlink(host))
@@ -145,6 +156,12 @@ def sys_readlink(ctx: SyscallContext, path_ptr: int, buf: int, size: int, *_: in
 @syscall("faccessat", "faccessat2")
 def sys_faccessat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_: int) -> int:
     """Whether a path exists / is accessible."""
+    lexical = lexical_path(ctx, _base(ctx, dirfd), path_arg(ctx, path_ptr))
+    if served(lexical):
+        st = synthetic_stat(ctx, lexical, follow=True)
+        if mode & 2 and ProcFs.covers(lexical) and not stat_mod.S_ISCHR(st.st_mode):
+            return -errno.EACCES
+        return 0
     _, host = resolve_arg(ctx, dirfd, path_ptr)
     if not os.access(host, mode & 7):
         return -errno.ENOENT if not os.path.lexists(host) else -errno.EACCES

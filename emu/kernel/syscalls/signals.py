@@ -190,8 +190,11 @@ def _sendable(ctx: SyscallContext, signo: int) -> bool:
 
 @syscall("kill")
 def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
-    """Send a signal to a process (0: one's own; -1: every other guest process)."""
+    """Send a signal to a process (pid > 0), the caller's process group (0), a process group
+    (-pgid) or every other guest process (-1)."""
     pid, signo = to_int32(pid), to_int32(sig)
+    if pid == -(1 << 31):
+        return -errno.ESRCH
     send = _sendable(ctx, signo)
     signals = ctx.signals
     if pid == -1:
@@ -199,8 +202,10 @@ def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
                    if p.alive and p is not ctx.proc and p is not signals.procnto]
     elif pid == signals.procnto.pid:
         return -errno.EPERM
+    elif pid <= 0:
+        targets = ctx.family.group_members(ctx.proc.pgid if pid == 0 else -pid)
     else:
-        target = ctx.proc if pid == 0 else signals.find_process(abs(pid))
+        target = signals.find_process(pid)
         targets = [target] if target is not None else []
     if not targets:
         return -errno.ESRCH
