@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--events", metavar="FILE",
                      help="write every kernel event (state changes, faults, pulses, switches) "
                      "as JSON lines to FILE")
+    run.add_argument("--strace", action="store_true",
+                     help="show every system call, its decoded arguments and result on stderr")
     run.add_argument("--profile", metavar="FILE",
                      help="machine profile (TOML) with the cycle cost of every event "
                      "(default: emu/profiles/default.toml)")
@@ -130,7 +132,7 @@ def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
         except OSError as exc:
             raise EmuError(f"cannot write stats file {args.stats}: {exc.strerror}") from None
     with open_events(args.events) as events:
-        result = run_program(config, events)
+        result = run_program(config, events, sys.stderr if args.strace else None)
     if args.stats:
         with open(args.stats, "w") as f:
             json.dump(result.report, f, indent=2)

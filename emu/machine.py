@@ -55,6 +55,7 @@ from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
 from emu.servers.procnto import MemoryManager
 from emu.trace.diagnostics import DiagnosticPrinter
+from emu.trace.strace import StraceWriter
 from emu.trace.events import (Diagnostic, Event, EventBus, FaultEnd, JsonLinesWriter,
                               ProcessCreate, ProcessExec, ProcessExit, RunEnd, RunStart,
                               ThreadCreate)
@@ -136,10 +137,11 @@ class Machine:
 
     def __init__(self, config: RunConfig, *, instruments: tuple[Instrument, ...] = (),
                  events: IO[str] | None = None, device: Device | None = None,
-                 diagnostics: Instrument | None = None) -> None:
+                 diagnostics: Instrument | None = None, strace: IO[str] | None = None) -> None:
         """Build the machine and load `config.program` (not run yet). `instruments` see every
         event, `events` gets them as JSON lines, `device` replaces the backing store's block
-        device, `diagnostics` receives the kernel's messages (default: stderr)."""
+        device, `diagnostics` receives the kernel's messages (default: stderr), `strace` gets
+        every system call as strace shows it (--strace)."""
         self.started = time.perf_counter()
         image = read_elf(config.program)
         if config.arch not in ("auto", image.arch):
@@ -218,6 +220,10 @@ class Machine:
                             system=SystemFacts(ram.size, frames, kernel.processes, clock),
                             itimers=itimers, shm=shm)
         kernel.connect(services, signals, family, residency, host_io)
+        if strace is not None:
+            syscalls.bus = bus
+            bus.subscribe(StraceWriter(spec.name, lambda pid, vaddr, size: self.read_memory(
+                vaddr, size, pid), self._pending_result, strace), StraceWriter.kinds)
 
         # the CPU's shortcuts into the kernel
         engine.fastpath.on_syscall = kernel.inline_syscall
@@ -428,6 +434,11 @@ class Machine:
         assert thread is not None
         return thread.process.mem.peek(vaddr, size)
 
+    def _pending_result(self, tid: int) -> int | None:
+        """The system-call result a woken thread `tid` is about to return (for --strace)."""
+        thread = self.kernel.find_thread(tid)
+        return None if thread is None else thread.pending_result
+
     def _find_process(self, pid: int) -> Process | None:
         """Any process, live or ended, by pid (pids are never reused)."""
         return next((p for p in reversed(self.kernel.processes) if p.pid == pid), None)
@@ -461,9 +472,11 @@ class Machine:
                                                         f"({nr}) on {arch}: returning ENOSYS")
 
 
-def run_program(config: RunConfig, events: IO[str] | None = None) -> RunResult:
-    """Load and run `config.program` to completion; kernel events go to `events` as JSON lines."""
-    machine = Machine(config, events=events)
+def run_program(config: RunConfig, events: IO[str] | None = None,
+                strace: IO[str] | None = None) -> RunResult:
+    """Load and run `config.program` to completion; kernel events go to `events` as JSON lines,
+    system calls to `strace` as strace shows them."""
+    machine = Machine(config, events=events, strace=strace)
     try:
         return machine.result()
     finally:

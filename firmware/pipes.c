@@ -52,9 +52,9 @@ static void *late_writer(void *arg) {
 static int mode_threads(void) {
     check(pipe(fds) == 0, "pipe");
     pthread_t t;
-    check(pthread_create(&t, NULL, late_writer, NULL) == 0, "pthread_create");
     struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
+    clock_gettime(CLOCK_MONOTONIC, &a);     /* before the writer starts its 10 ms */
+    check(pthread_create(&t, NULL, late_writer, NULL) == 0, "pthread_create");
     char buf[8] = {0};
     ssize_t n = read(fds[0], buf, sizeof buf);
     clock_gettime(CLOCK_MONOTONIC, &b);

@@ -19,6 +19,7 @@ from unicorn import x86_const
 from unicorn.unicorn_py3 import unicorn as _binding
 
 from emu.cpu.arch import SIGNAL_REGISTERS, X86_FP_REGISTERS, ArchSpec
+from emu.cpu import fpustate
 from emu.cpu.costs import BlockCoster
 from emu.cpu.faultaddr import FaultAddressDecoder
 from emu.cpu.traps import (A64_EXCP_SWI, X86_FP_FLAGS, X86_FSW_SF, X86_GP, X86_MF, classify_a64,
@@ -139,6 +140,9 @@ class CpuEngine:
                         syscall_insn=x86_const.UC_X86_INS_SYSCALL if x86 else 0,
                         syscall_intno=-1 if x86 else A64_EXCP_SWI)
         fastpath.locate_cpu()
+        if x86 and fastpath.state.cpu != ffi.NULL:
+            fpustate.install(fastpath.state, fpustate.locate(uc, int(ffi.cast("uintptr_t",
+                                                                              fastpath.state.cpu))))
 
     def _cost_block(self, pc: int, paddr: int, size: int) -> tuple[int, int]:
         """(instructions, cycles) of a block executing for the first time."""

@@ -36,6 +36,7 @@ int fp_patch_clock(void *slot);
 uint64_t fp_object_base(void *symbol);
 int fp_attach(fp_state *st, void *uc, void **fns, void *py_handle, int syscall_insn);
 void *fp_find_cpu(void *uc, void *tcg_flush_tlb);
+void fp_fpu_sync(fp_state *st);
 int fp_run(fp_state *st, uint64_t begin, uint64_t until);
 void fp_tlb_flush(fp_state *st);
 void fp_tlb_flush_range(fp_state *st, uint64_t start, uint64_t end);

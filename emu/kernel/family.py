@@ -144,8 +144,11 @@ class Family:
         thread.sig.altstack = AltStack()
         proc.exe_path = guest_path
         thread.clear_child_tid = 0
-        sp = k.load_image(proc, image, argv, envp)
-        assert sp is not None, "an unlocked image always fits"
+        sp = k.load_image(proc, image, argv or [""], envp)     # Linux: argc >= 1 always
+        if sp is None:              # past the point of no return: Linux kills it (SIGKILL)
+            k.diagnose(thread, f"pid {proc.pid}: not enough RAM to exec {guest_path}")
+            k.kill(proc, signal.SIGKILL)
+            return None
         k.note_exec(proc)
         k.engine.restore_context(k.fresh_context(sp))
         thread.pc = image.entry

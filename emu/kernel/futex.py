@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.kernel.timers import Timer
+from emu.mm.vmspace import Share
 
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+PAGE_MASK_LOW = 0xFFF
+FutexKey = tuple[object, ...]
 
 
 @dataclass(eq=False)
@@ -23,7 +26,7 @@ class Waiter:
     thread: Thread
     token: object
     bitset: int
-    key: tuple[int, int]
+    key: FutexKey
     timer: Timer | None = None
 
 
@@ -33,21 +36,30 @@ class FutexTable:
     def __init__(self, sched: Scheduler) -> None:
         """No waiters."""
         self.sched = sched
-        self._queues: dict[tuple[int, int], deque[Waiter]] = {}
+        self._queues: dict[FutexKey, deque[Waiter]] = {}
 
     @staticmethod
-    def key(proc: Process, addr: int) -> tuple[int, int]:
-        """The queue key of a futex word of `proc` (private futexes: the process and address)."""
-        return (proc.pid, addr)
+    def key(proc: Process, addr: int, private: bool = True) -> FutexKey:
+        """The queue key of a futex word of `proc`: its address space and address, or — for a
+        shared futex (no FUTEX_PRIVATE_FLAG) in a MAP_SHARED mapping — the memory object and
+        offset, so that processes mapping the same memory wait on the same queue (as Linux
+        keys shared futexes by inode and page)."""
+        if not private:
+            mapping = proc.space.find(addr)
+            if mapping is not None and mapping.share is Share.SHARED:
+                obj = mapping.obj
+                ident = id(obj.file) if obj.cached else id(obj)
+                return ("shared", ident, mapping.object_offset(addr) + (addr & PAGE_MASK_LOW))
+        return ("mm", id(proc.space), addr)
 
-    def wait(self, thread: Thread, key: tuple[int, int], bitset: int, state: ThreadState) -> Waiter:
+    def wait(self, thread: Thread, key: FutexKey, bitset: int, state: ThreadState) -> Waiter:
         """Block the running `thread` on `key` in `state` (JOIN or MUTEX)."""
         token = self.sched.block(thread, state)
         waiter = Waiter(thread, token, bitset, key)
         self._queues.setdefault(key, deque()).append(waiter)
         return waiter
 
-    def wake(self, key: tuple[int, int], count: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
+    def wake(self, key: FutexKey, count: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
         """Wake up to `count` waiters of `key` whose bitset matches; returns how many woke."""
         queue = self._queues.get(key)
         woken = 0
@@ -62,7 +74,7 @@ class FutexTable:
             del self._queues[key]
         return woken
 
-    def requeue(self, src: tuple[int, int], dst: tuple[int, int], wake: int, move: int) -> int:
+    def requeue(self, src: FutexKey, dst: FutexKey, wake: int, move: int) -> int:
         """Wake `wake` waiters of `src` and move up to `move` more to `dst`; returns both counts summed."""
         woken = self.wake(src, wake)
         queue = self._queues.get(src)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import tempfile
+import weakref
 
 _MAX_SYMLINKS = 40
 OUTSIDE_ROOT_EXE = "/proc/self/exe"
@@ -27,6 +30,9 @@ class GuestRoot:
         """Serve `host_dir` as the guest's `/`; `exe_guest_path` is what /proc/self/exe names."""
         self.host_dir = os.path.realpath(host_dir)
         self.exe_guest_path = exe_guest_path
+        # "" until made: the root has no /tmp of its own (None: it has one)
+        self._private_tmp: str | None = \
+            None if os.path.lexists(os.path.join(self.host_dir, "tmp")) else ""
         # guest-visible owners set by chown where the host could not (it is not root):
         # (st_dev, st_ino) -> (uid, gid), for the run
         self.owners: dict[tuple[int, int], tuple[int, int]] = {}
@@ -139,5 +145,20 @@ class GuestRoot:
         return "/" + "/".join(parts)
 
     def host_path(self, guest_abs: str) -> str:
-        """Host path of a canonical guest path (from `canonical`)."""
-        return self.host_dir + guest_abs if guest_abs != "/" else self.host_dir
+        """Host path of a canonical guest path (from `canonical`); /tmp is the run's private
+        directory when the root has none."""
+        if guest_abs == "/":
+            return self.host_dir
+        if self._private_tmp is not None and (guest_abs == "/tmp" or
+                                              guest_abs.startswith("/tmp/")):
+            return self._private_tmp_dir() + guest_abs[4:]
+        return self.host_dir + guest_abs
+
+    def _private_tmp_dir(self) -> str:
+        """The private /tmp, made at first use and removed with the root (at the end of the
+        run): a tmpfs-like scratch space, as a Linux /tmp that nobody else sees."""
+        if not self._private_tmp:
+            self._private_tmp = tempfile.mkdtemp(prefix="emu-tmp-")
+            os.chmod(self._private_tmp, 0o1777)
+            weakref.finalize(self, shutil.rmtree, self._private_tmp, True)
+        return self._private_tmp

@@ -36,7 +36,7 @@ from emu.kernel.waits import Waits
 from emu.loader.elf import ElfImage, map_image
 from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, Access
-from emu.mm.frames import FrameAllocator, PhysicalMemory
+from emu.mm.frames import FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
@@ -174,7 +174,9 @@ class Kernel:
             proc.lock_future = True
         sp = self.load_image(proc, image, argv, envp)
         if sp is None:
-            raise EmuError("not enough RAM to lock the program in memory: use a larger --ram")
+            raise EmuError("not enough RAM for the program's text and data"
+                           + (" locked in memory" if lock or superlock else "")
+                           + ": use a larger --ram")
         prio = self.profile.default_priority
         thread = Thread(tid=proc.pid, process=proc, pc=image.entry, priority=prio,
                         base_priority=prio, context=self.fresh_context(sp), name="main")
@@ -185,9 +187,13 @@ class Kernel:
                    envp: list[str]) -> int | None:
         """Map `image` and a fresh stack into `proc`'s (empty) address space, applying its
         locking state, and build the initial stack; returns the initial SP, or None if the
-        locked image did not fit in RAM."""
+        image (or, locked, all of it) did not fit in RAM."""
         proc.argv = list(argv)
-        map_image(proc.space, image, proc.exe_path)
+        try:            # text and data are committed (QNX allocates non-lazy mappings at once)
+            map_image(proc.space, image, proc.exe_path)
+        except OutOfFrames:
+            proc.space.release_all()
+            return None
         # the main stack is lazy, as QNX stacks are by default (PTHREAD_STACK_LAZY)
         proc.space.insert(Mapping(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE,
                                   Share.PRIVATE, AnonymousMemory(), 0, "[stack]", lazy=True))
@@ -473,7 +479,10 @@ class Kernel:
         if thread.clear_child_tid:
             try:
                 thread.process.mem.write(thread.clear_child_tid, b"\0\0\0\0")
-                self.futexes.wake(FutexTable.key(thread.process, thread.clear_child_tid), 1)
+                keys = {FutexTable.key(thread.process, thread.clear_child_tid, private)
+                        for private in (True, False)}   # whichever way the joiner waits
+                for key in keys:
+                    self.futexes.wake(key, 1)
             except Exception:  # an unmapped clear-child-tid word is ignored, as Linux does
                 pass
         if self.bus.wants(ThreadExit):

@@ -11,8 +11,9 @@ sharing a file through different descriptors see each other's locks, as on Linux
   F_UNLCK removes that range;
 - a conflicting F_SETLKW blocks the thread (QNX: waiting in REPLY on the file system's
   resource manager) until a lock on the file is released, then tries again; a signal
-  interrupts it with EINTR. Deadlocks between two waiters are not detected (EDEADLK
-  is never returned) — every thread blocked forever is still reported as a deadlock.
+  interrupts it with EINTR. A wait that would close a cycle of processes each waiting
+  for a lock the next holds fails with EDEADLK instead, as Linux detects for POSIX
+  locks.
 """
 from __future__ import annotations
 
@@ -69,6 +70,37 @@ class LockTable:
     def __init__(self) -> None:
         """No lock held."""
         self._files: dict[tuple[int, int], FileLocks] = {}
+        # what each blocked POSIX owner waits for (F_SETLKW), for deadlock detection
+        self._waiting: dict[LockOwner, tuple[tuple[int, int], int, int, int]] = {}
+
+    def would_deadlock(self, key: tuple[int, int], owner: LockOwner, kind: int, start: int,
+                       end: int) -> bool:
+        """Whether `owner` waiting for this lock would close a cycle of POSIX lock owners
+        each waiting for the next (Linux's EDEADLK; OFD locks are not checked, as on Linux)."""
+        if owner.description is not None:
+            return False
+        blocker = self.conflict(key, owner, kind, start, end)
+        seen: set[LockOwner] = set()
+        while blocker is not None:
+            holder = blocker.owner
+            if holder == owner:
+                return True
+            if holder in seen or holder not in self._waiting:
+                return False
+            seen.add(holder)
+            wkey, wkind, wstart, wend = self._waiting[holder]
+            blocker = self.conflict(wkey, holder, wkind, wstart, wend)
+        return False
+
+    def note_waiting(self, key: tuple[int, int], owner: LockOwner, kind: int, start: int,
+                     end: int) -> None:
+        """`owner` blocks until it can take this lock."""
+        if owner.description is None:
+            self._waiting[owner] = (key, kind, start, end)
+
+    def done_waiting(self, owner: LockOwner) -> None:
+        """`owner` no longer waits (it took the lock, gave up, or died)."""
+        self._waiting.pop(owner, None)
 
     @staticmethod
     def key(file: OpenFile) -> tuple[int, int]:
@@ -128,6 +160,7 @@ class LockTable:
 
     def drop_process(self, proc: Process) -> list[WaitQueue]:
         """Remove every POSIX lock of `proc` (it exited); the wait queues to wake."""
+        self.done_waiting(LockOwner(proc.pid))
         woken = []
         for key in list(self._files):
             queue = self.drop(key, LockOwner(proc.pid))

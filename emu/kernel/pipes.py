@@ -128,18 +128,39 @@ class Pipe:
 @dataclass(eq=False)
 class PipeEnd:
     """What an open file description of a pipe or FIFO holds: the pipe and which end (a
-    FIFO opened O_RDWR holds both)."""
+    FIFO opened O_RDWR holds both). A socketpair end reads one pipe and writes another
+    (`peer`)."""
 
     pipe: Pipe
     reads: bool
     writes: bool
+    peer: Pipe | None = None
+
+    @property
+    def rpipe(self) -> Pipe:
+        """The pipe it reads."""
+        return self.pipe
+
+    @property
+    def wpipe(self) -> Pipe:
+        """The pipe it writes."""
+        return self.peer if self.peer is not None else self.pipe
 
     def release(self) -> None:
         """The description's last descriptor closed."""
         if self.reads:
-            self.pipe.close_end(write=False)
+            self.rpipe.close_end(write=False)
         if self.writes:
-            self.pipe.close_end(write=True)
+            self.wpipe.close_end(write=True)
+
+    def shutdown(self, read: bool, write: bool) -> None:
+        """shutdown(2) of a socketpair end: stop reading and/or writing."""
+        if read and self.reads:
+            self.reads = False
+            self.rpipe.close_end(write=False)
+        if write and self.writes:
+            self.writes = False
+            self.wpipe.close_end(write=True)
 
 
 class FifoTable:

@@ -29,13 +29,15 @@ def events_of(file: OpenFile, wanted: int) -> int:
     count)."""
     obj = file.kernel_object
     if isinstance(obj, PipeEnd):
-        pipe, revents = obj.pipe, 0
+        revents = 0
         if obj.reads:
+            pipe = obj.rpipe
             if pipe.data:
                 revents |= READ_EVENTS
             if pipe.writers == 0 and pipe.writer_opens:
                 revents |= POLLHUP
         if obj.writes:
+            pipe = obj.wpipe
             if pipe.readers == 0:
                 revents |= POLLERR
             elif pipe.writable_now():
@@ -54,9 +56,9 @@ def queues_of(file: OpenFile, wanted: int, host: HostPoller) -> list[WaitQueue]:
     if isinstance(obj, PipeEnd):
         queues = []
         if obj.reads:
-            queues.append(obj.pipe.readable)
+            queues.append(obj.rpipe.readable)
         if obj.writes:
-            queues.append(obj.pipe.writable)
+            queues.append(obj.wpipe.writable)
         return queues
     if isinstance(obj, Watchable):
         return obj.queues(wanted)

@@ -8,7 +8,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from emu.errors import EmuError
-from emu.mm.frames import PAGE_MASK, PAGE_SIZE
+from emu.mm.frames import PAGE_MASK, PAGE_SIZE, OutOfFrames
 from emu.mm.objects import FileChunk, FileImage
 from emu.mm.vmspace import (PROT_EXEC, PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP,
                             AddressSpace, Mapping, Share, page_align_up)
@@ -137,8 +137,9 @@ def _check_layout(path: str, arch: str, segments: list[Segment], bias: int) -> N
 
 
 def map_image(space: AddressSpace, image: ElfImage, name: str) -> None:
-    """Create the image's mappings (demand-paged from the file, named `name`: the program's
-    guest path) and set the initial brk.
+    """Create the image's mappings (paged in from the file at first touch, their frames
+    committed now; named `name`: the program's guest path) and set the initial brk;
+    OutOfFrames, with nothing mapped, if RAM cannot commit them.
 
     A page covered by two segments gets one mapping with both segments' bytes
     and the union of their permissions. The work is proportional to the number of
@@ -170,11 +171,16 @@ def map_image(space: AddressSpace, image: ElfImage, name: str) -> None:
             runs.append((lo, hi, prot, chunks))
     fd = os.open(image.path, os.O_RDONLY)
     try:
-        for lo, hi, prot, chunks in runs:
+        for k, (lo, hi, prot, chunks) in enumerate(runs):
             relative = sorted((FileChunk(c.object_offset - lo, c.file_offset, c.length)
                                for c in chunks), key=lambda c: c.object_offset)
-            space.insert(Mapping(lo, hi, prot, Share.PRIVATE,
-                                 FileImage(fd, name, _merge(relative)), 0, name))
+            try:                # the image's frames are committed: all of it fits, or none
+                space.insert(Mapping(lo, hi, prot, Share.PRIVATE,
+                                     FileImage(fd, name, _merge(relative)), 0, name))
+            except OutOfFrames:
+                for done_lo, done_hi, _prot, _chunks in runs[:k]:
+                    space.remove(done_lo, done_hi)
+                raise
     finally:
         os.close(fd)
     space.brk_start = space.brk = runs[-1][1]

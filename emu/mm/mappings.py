@@ -51,9 +51,11 @@ class Mapping:
     locked: bool = False        # mlock / MAP_LOCKED / mlockall: resident since set up
     @property
     def commits(self) -> bool:
-        """Whether the mapping's frames are committed when it is created: anonymous memory
-        that is not lazy. (Private file mappings are not: their copies come from free memory.)"""
-        return not self.lazy and not self.obj.is_file
+        """Whether the mapping's frames are committed when it is created: memory that is not
+        lazy and has pages of its own — anonymous memory and file images (a program's text
+        and data), as QNX allocates them at mmap. (Page-cache mappings are not: their pages
+        are the cache's, and private copies come from free memory.)"""
+        return not self.lazy and not self.obj.cached
 
     def object_offset(self, vaddr: int) -> int:
         """Object offset of the page containing `vaddr`."""

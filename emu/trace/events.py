@@ -240,6 +240,28 @@ class LargePage(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SyscallEnter(Event):
+    """A thread entered system call `nr` (`name`) with the six argument registers; a call
+    retried after a wait (a pipe, poll, a lock) enters again."""
+
+    kind: ClassVar[str] = "syscall_enter"
+    nr: int
+    name: str
+    args: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallExit(Event):
+    """The call entered last by this thread returned `result` (the return register's value,
+    -errno on failure), or blocked (None: its result comes when the thread is woken)."""
+
+    kind: ClassVar[str] = "syscall_exit"
+    nr: int
+    name: str
+    result: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnostic(Event):
     """A line the kernel has for the user (shown on stderr by the CLI)."""
 
@@ -274,8 +296,8 @@ class RunEnd(Event):
 EVENT_KINDS: tuple[type[Event], ...] = (
     StateChange, Switch, Preempt, PriorityChange, SchedParams, FaultBegin, Pulse, FaultServe,
     FaultEnd, DeviceRequest, DeviceComplete, SignalAction, ThreadCreate, ThreadExit,
-    ProcessCreate, ProcessExec, ProcessExit, Lock, Populate, LargePage, Diagnostic, RunStart,
-    RunEnd)
+    ProcessCreate, ProcessExec, ProcessExit, Lock, Populate, LargePage, SyscallEnter,
+    SyscallExit, Diagnostic, RunStart, RunEnd)
 KIND_BY_NAME = {cls.kind: cls for cls in EVENT_KINDS}
 _JSON_NAMES: dict[type[Event], dict[str, str]] = {StateChange: {"old": "from", "new": "to"}}
 

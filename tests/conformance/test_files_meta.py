@@ -287,7 +287,7 @@ def test_statfs(tmp_path: Path, arch: str) -> None:
     vfs = os.statvfs(root)
     assert (f"type ef53 bsize {vfs.f_bsize} blocks {vfs.f_blocks} files {vfs.f_files} "
             f"namelen {vfs.f_namemax} frsize {vfs.f_frsize} valid 1\n") in out
-    assert "tmp type 1021994\n" in out and "fstatfs type ef53 same 1\n" in out
+    assert "tmp type ef53\n" in out and "fstatfs type ef53 same 1\n" in out   # /tmp: a host dir
     assert "pipe type 50495045\n" in out
     for call, err in (('statfs("nope", &s)', 2), ("statfs(NULL, &s)", 14),
                       ('statfs(".", NULL)', 14), ("fstatfs(99, &s)", 9)):

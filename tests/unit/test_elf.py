@@ -15,7 +15,7 @@ import pytest
 from emu.errors import EmuError
 from emu.loader.elf import PIE_BASE, ElfImage, map_image, read_elf
 from emu.mm.fault import Access
-from emu.mm.frames import PAGE_SIZE
+from emu.mm.frames import PAGE_SIZE, OutOfFrames
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, page_align_up
 
@@ -207,10 +207,12 @@ def test_hello_phdr_address_is_where_the_headers_are_loaded(arch):
 
 # ---- map_image ----
 
+IMAGE_FRAMES = 2048             # enough to commit a static glibc program
+
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_map_image_covers_every_segment_with_its_permissions(arch):
     image = read_elf(str(firmware_binary(arch)))
-    mem = make_memory()
+    mem = make_memory(IMAGE_FRAMES)
     map_image(mem.space, image, "/prog")
     for seg in image.segments:
         start = seg.vaddr + image.load_bias
@@ -220,6 +222,16 @@ def test_map_image_covers_every_segment_with_its_permissions(arch):
     last = max(s.vaddr + s.memsz for s in image.segments) + image.load_bias
     assert mem.space.brk == mem.space.brk_start == page_align_up(last)
     assert mem.frames.in_use == 0                  # demand paged: nothing read yet
+    pages = sum(m.length for m in mem.space.mappings()) // 4096
+    assert mem.frames.reserved == pages            # but committed (QNX: at mmap)
+
+
+def test_an_image_bigger_than_ram_is_refused_before_anything_is_mapped():
+    image = read_elf(str(firmware_binary("x86_64")))
+    mem = make_memory(16)
+    with pytest.raises(OutOfFrames):
+        map_image(mem.space, image, "/prog")
+    assert mem.frames.reserved == 0
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
@@ -227,7 +239,7 @@ def test_mapped_image_reads_back_the_file_and_zero_bss(arch):
     path = firmware_binary(arch)
     image = read_elf(str(path))
     data = path.read_bytes()
-    mem = make_memory(frames=256)
+    mem = make_memory(IMAGE_FRAMES)
     map_image(mem.space, image, "/prog")
     user = UserMemory(mem.space, mem.ram, mem.fault_in)
     for seg in image.segments:
@@ -244,7 +256,7 @@ def test_code_at_the_entry_point_is_fetchable_file_bytes(arch):
     path = firmware_binary(arch)
     image = read_elf(str(path))
     data = path.read_bytes()
-    mem = make_memory()
+    mem = make_memory(IMAGE_FRAMES)
     map_image(mem.space, image, "/prog")
     assert mem.fault_in(image.entry, Access.FETCH)
     seg = next(s for s in image.segments if s.vaddr <= image.entry - image.load_bias < s.vaddr + s.memsz)

@@ -237,8 +237,36 @@ __attribute__((noinline)) static fp_block *block_miss(fp_state *st, uint64_t pc,
     return recent;
 }
 
+/* softfloat's exception flags as x86 reports them: invalid, divide-by-zero, overflow,
+ * underflow and inexact have the x86 bit positions; a denormal input flushed to zero (DAZ)
+ * is DE, a tiny result flushed to zero (FZ) is underflow and inexact */
+static inline uint16_t x86_flags(uint8_t f) {
+    return (uint16_t)((f & 0x3D) | (f & 0x40 ? 0x02 : 0) | (f & 0x80 ? 0x30 : 0));
+}
+
+/* Move the flags softfloat accrued since the last call into MXCSR and the x87 status word,
+ * where stmxcsr, fnstsw, fxsave and a signal frame read them; an unmasked x87 exception
+ * sets ES and B, so that the next fwait raises #MF. */
+static inline void fpu_merge(fp_state *st) {
+    uint8_t f = *st->fpu_sse_flags;
+    if (__builtin_expect(f != 0, 0)) { *st->fpu_mxcsr |= x86_flags(f); *st->fpu_sse_flags = 0; }
+    f = *st->fpu_x87_flags;
+    if (__builtin_expect(f != 0, 0)) {
+        uint16_t fsw = *st->fpu_fsw | x86_flags(f);
+        if (fsw & ~*st->fpu_fcw & 0x3F) fsw |= 0x8080;
+        *st->fpu_fsw = fsw;
+        *st->fpu_x87_flags = 0;
+    }
+}
+
+/* Bring MXCSR and the x87 status word up to date (before Python reads or saves them). */
+void fp_fpu_sync(fp_state *st) {
+    if (st->fpu_mxcsr) fpu_merge(st);
+}
+
 static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
     fp_state *st = user;
+    if (st->fpu_mxcsr) fpu_merge(st);
     if (__builtin_expect(st->cycles >= st->cycle_stop, 0)) {
         st->stop_pc = pc; request_stop(st, uc, FP_STOP_DEADLINE); return;
     }
@@ -351,6 +379,7 @@ int fp_run(fp_state *st, uint64_t begin, uint64_t until) {
     clock_state = st;
     st->stop_reason = FP_STOP_NONE;
     int err = CALL(st, uc_emu_start_fn, FN_EMU_START)(st->uc, begin, until, 0, 0);
+    if (st->fpu_mxcsr) fpu_merge(st);
     CALL(st, uc_reg_read_fn, FN_REG_READ)(st->uc, st->pc_reg, &st->stop_pc);
     return err;
 }

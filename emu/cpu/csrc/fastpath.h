@@ -86,6 +86,14 @@ typedef struct fp_state {
     uint64_t breakpoints[FP_MAX_BREAKPOINTS];
     uint32_t n_breakpoints;
     uint64_t resume_pc;         /* a breakpoint here is stepped over once (resuming from it) */
+    /* x86 floating-point flags (Unicorn 2.1 / QEMU 5.0 keep softfloat's accrued flags in
+     * env->sse_status and env->fp_status and never copy them into MXCSR or the x87 status
+     * word): where those live in the engine's CPUX86State, NULL when not found */
+    uint32_t *fpu_mxcsr;
+    uint8_t *fpu_sse_flags;
+    uint16_t *fpu_fsw;
+    uint16_t *fpu_fcw;
+    uint8_t *fpu_x87_flags;
     /* private to the C side: */
     fp_block *blocks;           /* block cost table (open addressing) */
     uint64_t blocks_cap, blocks_count;

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from emu.kernel.process import Process, Thread
 from emu.kernel.syscalls.numbers import SYS_THREADCTL, TABLES, names_by_number
 from emu.mm.uaccess import BadAddress, UserMemory
+from emu.trace.events import EventBus, SyscallEnter, SyscallExit
 
 if TYPE_CHECKING:
     from emu.kernel.clock import Clock
@@ -178,13 +179,14 @@ class SyscallTable:
     reported: set[int] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)   # calls the CPU does not count
     on_unknown: UnknownCall | None = None
+    bus: EventBus | None = None     # SyscallEnter/SyscallExit go here when someone listens
 
     @classmethod
     def for_arch(cls, arch: str, on_unknown: UnknownCall | None = None) -> SyscallTable:
         """The table of `arch` with every registered handler."""
         from emu.kernel.syscalls import (family, fs, fsextra, fsmeta, memory, poll,  # noqa: F401
                                          proc, rw, signals, threads,        # (registers)
-                                         identity, resources, shm, timers)
+                                         identity, resources, shm, sockets, timers)
         table = cls(arch=arch, names=names_by_number(arch), on_unknown=on_unknown)
         for name, nr in TABLES[arch].items():
             if name in _HANDLERS:
@@ -206,6 +208,24 @@ class SyscallTable:
         if not counted:
             name = self.name_of(nr)
             self.counts[name] = self.counts.get(name, 0) + 1
+        bus = self.bus
+        if bus is not None and bus.wants(SyscallEnter):
+            return self._traced(bus, ctx, nr, args)
+        return self._call(ctx, nr, args)
+
+    def _traced(self, bus: EventBus, ctx: SyscallContext, nr: int,
+                args: tuple[int, ...]) -> int | None:
+        """`_call` between a SyscallEnter and a SyscallExit event."""
+        pid, tid, name = ctx.proc.pid, ctx.thread.tid, self.name_of(nr)
+        bus.publish(SyscallEnter(ctx.clock.now(), pid, tid, nr, name, args))
+        result = self._call(ctx, nr, args)
+        if bus.wants(SyscallExit):
+            bus.publish(SyscallExit(ctx.clock.now(), pid, tid, nr, name,
+                                    None if result is None else to_signed(result & (1 << 64) - 1)))
+        return result
+
+    def _call(self, ctx: SyscallContext, nr: int, args: tuple[int, ...]) -> int | None:
+        """Run the handler of `nr` (ENOSYS, named once, without one)."""
         handler = self.handlers.get(nr)
         if handler is None:
             if nr not in self.reported:

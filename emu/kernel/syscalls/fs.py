@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from emu.kernel.devices import is_device, open_device
 from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile, host_open_flags
 from emu.kernel.locks import F_RDLCK, F_UNLCK, F_WRLCK, OFFSET_MAX, LockOwner, LockTable
+from emu.kernel.perms import W_OK, X_OK, may, may_search, open_access
 from emu.kernel.pipes import MAX_PIPE_SIZE, Pipe, PipeEnd, pipe_size_for
 from emu.kernel.process import ThreadState
 from emu.kernel.procfs import ProcFs
@@ -43,8 +44,19 @@ def _base_dir(ctx: SyscallContext, dirfd: int) -> str:
     return ctx.proc.fds.get(dirfd).guest_path
 
 
+PATH_MAX, NAME_MAX = 4096, 255
+
+
 def path_arg(ctx: SyscallContext, path_ptr: int) -> str:
-    return ctx.mem.read_cstring(path_ptr).decode("utf-8", "surrogateescape")
+    """A path argument (ENAMETOOLONG past PATH_MAX or for a component past NAME_MAX)."""
+    try:
+        raw = ctx.mem.read_cstring(path_ptr, limit=PATH_MAX)
+    except BadAddress:
+        ctx.mem.read(path_ptr, 1)               # EFAULT if it is not readable at all
+        raise OSError(errno.ENAMETOOLONG, "path too long") from None
+    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        raise OSError(errno.ENAMETOOLONG, "name too long")
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def resolve_arg(ctx: SyscallContext, dirfd: int, path_ptr: int, follow: bool = True) -> tuple[str, str]:
@@ -69,8 +81,9 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
     else:
         canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=not nofollow)
         creates = bool(host_flags & os.O_CREAT) and not os.path.lexists(host)
-        if not creates and _is_fifo(host):
-            return _open_fifo(ctx, canon, host, flags)
+        _check_open_permission(ctx, host, flags, creates)
+        if not creates and _is_fifo(host) and not host_flags & (os.O_DIRECTORY | os.O_PATH):
+            return _open_fifo(ctx, canon, host, flags)     # (O_DIRECTORY: ENOTDIR at once)
         fd = os.open(host, host_flags | os.O_CLOEXEC, mode & 0o7777 & ~ctx.proc.umask)
         file = OpenFile(fd, canon, flags)
         if creates:
@@ -81,6 +94,30 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
     except OSError:
         file.close()
         raise
+
+
+def _check_open_permission(ctx: SyscallContext, host: str, flags: int, creates: bool) -> None:
+    """EACCES if the guest's credentials may not open `host` so (or create it in its
+    directory); root with CAP_DAC_OVERRIDE may (perms.py)."""
+    creds = ctx.proc.creds
+    if creds.fsuid == 0 and getattr(creds, "cap_effective", 1):
+        return                                  # the common case: a privileged guest
+    root = ctx.proc.root
+    if not may_search(creds, root, root.guest_path_of(host) or "/"):
+        raise OSError(errno.EACCES, "cannot search a directory on the way")
+    if creates:
+        parent = os.stat(os.path.dirname(host) or "/")
+        if not may(creds, parent, root.owner_of(parent), W_OK | X_OK):
+            raise OSError(errno.EACCES, "cannot create there")
+        return
+    try:
+        st = os.stat(host)
+    except OSError:
+        return                                  # the open itself reports it
+    if flags & 0o10000000:                      # O_PATH: no access to the file itself
+        return
+    if not may(creds, st, root.owner_of(st), open_access(flags)):
+        raise OSError(errno.EACCES, "permission denied")
 
 
 def _is_fifo(host: str) -> bool:
@@ -171,6 +208,12 @@ def _open_proc(ctx: SyscallContext, path: str, flags: int, host_flags: int) -> O
 def sys_open(ctx: SyscallContext, path_ptr: int, flags: int, mode: int, *_: int) -> int:
     """open(2) (x86-64 only): openat relative to the cwd."""
     return sys_openat(ctx, AT_FDCWD & 0xFFFFFFFF, path_ptr, flags, mode)
+
+
+@syscall("creat")
+def sys_creat(ctx: SyscallContext, path_ptr: int, mode: int, *_: int) -> int | None:
+    """creat(2) (x86-64 only): open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)."""
+    return sys_openat(ctx, AT_FDCWD & 0xFFFFFFFF, path_ptr, 0o1101, mode)
 
 
 @syscall("close")
@@ -302,8 +345,18 @@ def _record_lock(ctx: SyscallContext, file: OpenFile, cmd: int, arg: int) -> int
     if kind != F_UNLCK and table.conflict(key, owner, kind, first, last) is not None:
         if cmd in (F_SETLK, F_OFD_SETLK):
             return -errno.EAGAIN
-        ctx.blocking.wait(ctx.thread, [table.queue(key)], ThreadState.REPLY)
+        if table.would_deadlock(key, owner, kind, first, last):
+            table.done_waiting(owner)
+            return -errno.EDEADLK
+        table.note_waiting(key, owner, kind, first, last)
+
+        def interrupted() -> tuple[int, Restart | None]:
+            table.done_waiting(owner)
+            return -errno.EINTR, Restart.RESTARTSYS
+        ctx.blocking.wait(ctx.thread, [table.queue(key)], ThreadState.REPLY,
+                          interrupted=interrupted)
         return None
+    table.done_waiting(owner)
     woken = table.set(key, owner, kind, first, last)
     if woken is not None:
         ctx.blocking.wake(woken)
@@ -403,7 +456,7 @@ def sys_ioctl(ctx: SyscallContext, fd: int, request: int, arg: int, *_: int) -> 
     if request == FIONREAD:
         end = file.kernel_object
         if isinstance(end, PipeEnd):
-            waiting = len(end.pipe.data)
+            waiting = len(end.rpipe.data)
         elif file.kernel_object is None:
             waiting = struct.unpack("<i", fcntl.ioctl(file.host_fd, termios.FIONREAD,
                                                       bytes(4)))[0]

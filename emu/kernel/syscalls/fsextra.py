@@ -30,7 +30,7 @@ _CWD = AT_FDCWD & 0xFFFFFFFF
 EXT4_SUPER_MAGIC, TMPFS_MAGIC = 0xEF53, 0x01021994
 PIPEFS_MAGIC, SOCKFS_MAGIC = 0x50495045, 0x534F434B
 ST_VALID = 0x0020
-_TMPFS_DIRS = ("/tmp", "/dev/shm", "/run")
+_TMPFS_DIRS = ("/dev/shm", "/run")   # (/tmp is a host directory, private or the root's)
 MAY_READ, MAY_WRITE, MAY_EXEC = 4, 2, 1
 Target = str | int                          # a host path, or a host descriptor
 

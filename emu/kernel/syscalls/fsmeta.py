@@ -11,6 +11,7 @@ import os
 import stat as stat_mod
 import struct
 
+from emu.kernel.perms import may, may_search
 from emu.kernel.procfs import ProcFs
 from emu.kernel.synthetic import lexical_path, served, synthetic_link, synthetic_stat
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
@@ -162,9 +163,16 @@ def sys_faccessat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_:
         if mode & 2 and ProcFs.covers(lexical) and not stat_mod.S_ISCHR(st.st_mode):
             return -errno.EACCES
         return 0
-    _, host = resolve_arg(ctx, dirfd, path_ptr)
-    if not os.access(host, mode & 7):
-        return -errno.ENOENT if not os.path.lexists(host) else -errno.EACCES
+    if mode & ~7:
+        return -errno.EINVAL
+    canon, host = resolve_arg(ctx, dirfd, path_ptr)
+    st = os.stat(host)                      # ENOENT, ENOTDIR, ELOOP
+    creds, root = ctx.proc.creds, ctx.proc.root
+    if not may_search(creds, root, canon, real=True) or \
+            not may(creds, st, root.owner_of(st), mode & 7, real=True):
+        return -errno.EACCES
+    if mode & 2 and os.statvfs(host).f_flag & os.ST_RDONLY:
+        return -errno.EROFS
     return 0
 
 

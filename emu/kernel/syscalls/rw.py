@@ -47,11 +47,11 @@ def read_from(ctx: SyscallContext, file: OpenFile, count: int,
             raise OSError(errno.ESPIPE, "pipe")
         if not obj.reads:
             raise OSError(errno.EBADF, "write end")
-        data = obj.pipe.read(count)
+        data = obj.rpipe.read(count)
         if data is None:
             if file.nonblocking:
                 raise OSError(errno.EAGAIN, "empty")
-            ctx.blocking.wait(ctx.thread, [obj.pipe.readable], ThreadState.REPLY)
+            ctx.blocking.wait(ctx.thread, [obj.rpipe.readable], ThreadState.REPLY)
         return data
     if isinstance(obj, SeededRandom):
         return obj.read(count)
@@ -93,7 +93,7 @@ def _pipe_write(ctx: SyscallContext, file: OpenFile, end: PipeEnd, data: bytes) 
     done = thread.resume or 0               # bytes this call already put in the pipe
     while done < len(data):
         try:
-            n = end.pipe.write(data[done:])
+            n = end.wpipe.write(data[done:])
         except BrokenPipe:
             if done:
                 return done
@@ -105,7 +105,7 @@ def _pipe_write(ctx: SyscallContext, file: OpenFile, end: PipeEnd, data: bytes) 
                 return done or -errno.EAGAIN
             thread.resume = done
             progress = done
-            ctx.blocking.wait(thread, [end.pipe.writable], ThreadState.REPLY,
+            ctx.blocking.wait(thread, [end.wpipe.writable], ThreadState.REPLY,
                               interrupted=lambda: (progress, None) if progress else eintr())
             return None
         done += n
@@ -224,7 +224,7 @@ def _room_for(ctx: SyscallContext, out: OpenFile, count: int) -> int | None:
     room), so that data taken from the input is never lost to a blocked write."""
     obj = out.kernel_object
     if isinstance(obj, PipeEnd):
-        pipe = obj.pipe
+        pipe = obj.wpipe
         if pipe.readers == 0 or pipe.room:
             return min(count, pipe.room) if pipe.readers else count
         if out.nonblocking:

@@ -65,7 +65,8 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
     """WAIT, WAKE, their BITSET forms and (CMP_)REQUEUE, private or not."""
     cmd = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
     table = ctx.threads.futexes
-    key = FutexTable.key(ctx.proc, uaddr)
+    private = bool(op & FUTEX_PRIVATE_FLAG)
+    key = FutexTable.key(ctx.proc, uaddr, private)
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = val3 & 0xFFFFFFFF if cmd == FUTEX_WAKE_BITSET else FUTEX_BITSET_MATCH_ANY
         if bitset == 0:
@@ -74,7 +75,7 @@ def sys_futex(ctx: SyscallContext, uaddr: int, op: int, val: int, timeout: int, 
     if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
         if cmd == FUTEX_CMP_REQUEUE and struct.unpack("<I", ctx.mem.read(uaddr, 4))[0] != val3 & 0xFFFFFFFF:
             return -errno.EAGAIN
-        return table.requeue(key, FutexTable.key(ctx.proc, uaddr2), to_int32(val),
+        return table.requeue(key, FutexTable.key(ctx.proc, uaddr2, private), to_int32(val),
                              to_int32(timeout))
     if cmd not in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
         return -errno.ENOSYS
