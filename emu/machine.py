@@ -220,8 +220,8 @@ class Machine:
                             system=SystemFacts(ram.size, frames, kernel.processes, clock),
                             itimers=itimers, shm=shm)
         kernel.connect(services, signals, family, residency, host_io)
+        syscalls.bus = bus              # SyscallEnter/Exit, built only when someone listens
         if strace is not None:
-            syscalls.bus = bus
             bus.subscribe(StraceWriter(spec.name, lambda pid, vaddr, size: self.read_memory(
                 vaddr, size, pid), self._pending_result, strace), StraceWriter.kinds)
 

@@ -17,7 +17,6 @@ sharing a file through different descriptors see each other's locks, as on Linux
 """
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass, field
 
@@ -118,7 +117,7 @@ class LockTable:
         entry = self._files.get(key)
         if entry is None:
             return None
-        for lock in entry.locks:
+        for lock in sorted(entry.locks, key=lambda held: held.start):   # the lowest first
             if lock.owner != owner and lock.overlaps(start, end) \
                     and (kind == F_WRLCK or lock.kind == F_WRLCK):
                 return lock

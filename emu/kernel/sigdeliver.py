@@ -19,7 +19,6 @@ ignore); a signal accepted by rt_sigtimedwait is not delivered and gives none.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import signal
 import struct
@@ -194,10 +193,13 @@ class SignalDelivery:
                   left_ns: int) -> Restart:
         """A signal ends a nanosleep: EINTR, the `left_ns` not slept stored at `rem` if given."""
         timer.cancel()
+        result = -errno.EINTR
         if rem:
-            with contextlib.suppress(BadAddress):
+            try:
                 thread.process.mem.write(rem, struct.pack("<qq", *divmod(left_ns, 10**9)))
-        self.sched.wake(thread, token, -errno.EINTR)
+            except BadAddress:
+                result = -errno.EFAULT          # Linux: the time left could not be stored
+        self.sched.wake(thread, token, result)
         return Restart.EINTR
 
     def interrupt(self, thread: Thread) -> bool:

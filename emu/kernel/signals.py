@@ -324,8 +324,9 @@ class ProcessSignals:
 
 
 def after_handler(action: SigAction, signo: int) -> SigAction:
-    """The disposition left once a handler was entered (SA_RESETHAND goes back to SIG_DFL)."""
-    return SigAction() if action.flags & SA_RESETHAND else action
+    """The disposition left once a handler was entered: SA_RESETHAND puts the handler back
+    to SIG_DFL and keeps the flags, mask and restorer (Linux's get_signal, SA_ONESHOT)."""
+    return replace(action, handler=SIG_DFL) if action.flags & SA_RESETHAND else action
 
 
 def handler_mask(mask: int, action: SigAction, signo: int) -> int:

@@ -138,6 +138,10 @@ class Pager:
         if old is not None:
             self.frames.release(old.frame)
         space.page_table.map(vpn, Pte(frame=frame, perms=mapping.prot, modified=True))
+        if old is not None:
+            # the CPU may still hold the old frame for reads: when the kernel took this
+            # fault (a system call writing guest memory), nothing else would drop that
+            space.translations_changed(vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
         return Resolved(request.cause)
 
     def populate(self, space: AddressSpace, start: int, end: int, final: bool) -> Population:

@@ -64,6 +64,11 @@ class AddressSpace:
         """The mapping containing `vaddr`, if any."""
         return self._mappings.find(vaddr)
 
+    def translations_changed(self, start: int, end: int) -> None:
+        """Page-table entries of [start, end) now name other frames: cached translations
+        must go."""
+        self._on_removed(self, start, end)
+
     def mappings(self) -> Iterator[Mapping]:
         """All mappings in address order."""
         return self._mappings.mappings()

@@ -164,3 +164,44 @@ def test_shared_anonymous_memory_across_fork(tmp_path: Path, arch: str) -> None:
     run = run_emu("--ram", "32M", "--root", exe.parent, exe)
     assert (run.returncode, run.stdout) == (
         0, "2 3 4 5 9\n80 MiB through shared mappings: ok\n"), run.stderr
+
+
+KERNEL_COW_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+static char data[3 * 4096] = {1, 2, 3};   /* file-backed .data: copy-on-write after fork */
+int main(void) {
+    struct stat st;
+    fstat(1, &st);
+    char *at = data + 2 * 4096 - 40;          /* a struct stat across a page boundary */
+    at[8] = 5; at[100] = 6;                  /* the parent has its own copies of both pages */
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile char a = at[8], b = at[100];  /* the CPU now caches both shared frames */
+        fstat(1, (struct stat *)at);            /* the kernel writes: copies are made */
+        struct stat got;
+        memcpy(&got, at, sizeof got);
+        printf("child: same inode %d, mode %d (were %d %d)\n", got.st_ino == st.st_ino,
+               got.st_mode == st.st_mode, a, b);
+        fflush(stdout);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    printf("parent keeps %d\n", at[100]);
+    return 0;
+}
+"""
+
+
+def test_a_system_call_writing_a_copy_on_write_page_is_seen(tmp_path: Path, arch: str) -> None:
+    """A forked child reads two pages it shares copy-on-write with its parent (the CPU
+    caches those frames), then fstat(2) writes a struct across them: the kernel makes the
+    copies, and the child must see the new bytes, not the frames it cached (a copy drops
+    the page's cached translations). Found by LTP's dup01."""
+    exe = _build(tmp_path, arch, KERNEL_COW_C, "cowk")
+    run = run_emu("--root", exe.parent, exe)
+    assert (run.returncode, run.stdout) == (
+        0, "child: same inode 1, mode 1 (were 5 6)\nparent keeps 6\n"), run.stderr

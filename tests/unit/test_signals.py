@@ -36,6 +36,7 @@ from emu.kernel.sigframe import (
 from emu.kernel.signals import (
     SA_NODEFER,
     SA_RESETHAND,
+    SA_SIGINFO,
     SI_TKILL,
     SIG_DFL,
     SIG_IGN,
@@ -101,7 +102,9 @@ def test_handler_mask_and_resethand() -> None:
     nodefer = SigAction(0x401000, flags=SA_NODEFER)
     assert handler_mask(sigbit(SEGV), nodefer, USR1) == sigbit(SEGV)
     assert handler_mask(0, SigAction(0x1, mask=UNBLOCKABLE), USR1) == sigbit(USR1)
-    assert after_handler(SigAction(0x401000, flags=SA_RESETHAND), USR1) == SigAction()
+    oneshot = SigAction(0x401000, flags=SA_RESETHAND | SA_SIGINFO, mask=sigbit(USR2))
+    assert after_handler(oneshot, USR1) == SigAction(0, flags=SA_RESETHAND | SA_SIGINFO,
+                                                     mask=sigbit(USR2))   # flags stay
     assert after_handler(act, USR1) is act
 
 

@@ -293,39 +293,79 @@ def sys_epoll_create(ctx: SyscallContext, size: int, *_: int) -> int:
 
 
 def _epoll(ctx: SyscallContext, epfd: int) -> Epoll:
+    """The epoll instance of `epfd` (EBADF, or EINVAL for another kind of descriptor)."""
     obj = ctx.proc.fds.get(to_int32(epfd)).kernel_object
     if not isinstance(obj, Epoll):
         raise OSError(errno.EINVAL, "not an epoll descriptor")
     return obj
 
 
+EP_MAX_NESTS = 4                # Linux: epoll instances nested deeper than this are ELOOP
+
+
+def _nested(ep: Epoll) -> list[Epoll]:
+    return [i.file.kernel_object for i in ep.interests.values()
+            if isinstance(i.file.kernel_object, Epoll)]
+
+
+def _depth(ep: Epoll, seen: frozenset[int] = frozenset()) -> int:
+    """How many epoll instances lie below `ep` at most (a cycle counts as too deep)."""
+    if id(ep) in seen:
+        return EP_MAX_NESTS + 1
+    below = [_depth(inner, seen | {id(ep)}) for inner in _nested(ep)]
+    return 1 + max(below, default=0)
+
+
+def _reaches(start: Epoll, goal: Epoll) -> bool:
+    stack, seen = [start], set()
+    while stack:
+        ep = stack.pop()
+        if ep is goal:
+            return True
+        if id(ep) not in seen:
+            seen.add(id(ep))
+            stack += _nested(ep)
+    return False
+
+
 @syscall("epoll_ctl")
 def sys_epoll_ctl(ctx: SyscallContext, epfd: int, op: int, fd: int, event: int, *_: int) -> int:
-    """Add, change or remove a watched descriptor."""
+    """Add, change or remove a watched descriptor (Linux's checks, in Linux's order)."""
     epoll_file = ctx.proc.fds.get(to_int32(epfd))
     fd = to_int32(fd)
     file = ctx.proc.fds.get(fd)
-    ep = _epoll(ctx, epfd)
-    if file is epoll_file:
-        return -errno.EINVAL
+    op = to_int32(op)
+    raw = b""
+    if op != EPOLL_CTL_DEL:
+        raw = ctx.mem.read(event, _EVENT_SIZE[ctx.arch])
     if file.kernel_object is None and not file.may_block:
         return -errno.EPERM                     # regular files cannot be polled
-    op = to_int32(op)
+    ep = epoll_file.kernel_object
+    if file is epoll_file or not isinstance(ep, Epoll):
+        return -errno.EINVAL
     if op == EPOLL_CTL_DEL:
         if ep.interests.pop(fd, None) is None:
             return -errno.ENOENT
         return 0
     if op not in (EPOLL_CTL_ADD, EPOLL_CTL_MOD):
         return -errno.EINVAL
-    raw = ctx.mem.read(event, _EVENT_SIZE[ctx.arch])
     events, data = struct.unpack_from("<I", raw)[0], struct.unpack_from(
         "<Q", raw, 4 if ctx.arch == "x86_64" else 8)[0]
     present = fd in ep.interests and ep.interests[fd].file is file
+    target = file.kernel_object
+    if events & EPOLLEXCLUSIVE and (op == EPOLL_CTL_MOD or isinstance(target, Epoll)
+                                    or events & EPOLLONESHOT):
+        return -errno.EINVAL
     if op == EPOLL_CTL_ADD:
         if present:
             return -errno.EEXIST
+        if isinstance(target, Epoll) and (_reaches(target, ep) or
+                                          _depth(target) + 1 > EP_MAX_NESTS + 1):
+            return -errno.ELOOP
     elif not present:
         return -errno.ENOENT
+    elif ep.interests[fd].events & EPOLLEXCLUSIVE:
+        return -errno.EINVAL
     ep.interests[fd] = Interest(file, events | POLLERR | POLLHUP, data)
     return 0
 

@@ -129,10 +129,21 @@ def sys_nanosleep(ctx: SyscallContext, req: int, rem: int, *_: int) -> int | Non
     return None
 
 
+CLOCK_THREAD_CPUTIME_ID = 3
+_SLEEP_CLOCKS = (0, 1, 2, 7, 8, 9, 11)   # REALTIME, MONOTONIC, PROCESS_CPUTIME, BOOTTIME,
+                                         # REALTIME_ALARM, BOOTTIME_ALARM, TAI
+
+
 @syscall("clock_nanosleep")
 def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int, rem: int,
                         *_: int) -> int | None:
-    """Sleep for a relative time, or until an absolute one (TIMER_ABSTIME)."""
+    """Sleep for a relative time, or until an absolute one (TIMER_ABSTIME), on the realtime,
+    monotonic or boot-time clock (a thread's CPU clock: EOPNOTSUPP; others: EINVAL)."""
+    clock_id = to_int32(clock_id)
+    if clock_id == CLOCK_THREAD_CPUTIME_ID:
+        return -errno.EOPNOTSUPP
+    if clock_id not in _SLEEP_CLOCKS:
+        return -errno.EINVAL
     ns = read_timespec(ctx, req)
     clock = ctx.clock
     if flags & TIMER_ABSTIME:
