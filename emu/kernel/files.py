@@ -62,6 +62,9 @@ class OpenFile:
     refs: int = field(default=1)
     kernel_object: KernelObject | None = None
     _may_block: bool | None = None
+    owner: tuple[int, int] = (0, 0)     # F_SETOWN_EX: (type, id) that gets SIGIO / the lease signal
+    signal: int = 0                     # F_SETSIG (0: SIGIO)
+    lease: int = 2                      # F_SETLEASE: F_RDLCK, F_WRLCK or F_UNLCK (2)
 
     @property
     def nonblocking(self) -> bool:

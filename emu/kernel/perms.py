@@ -15,7 +15,7 @@ from emu.kernel.guestfs import GuestRoot
 from emu.kernel.process import Credentials
 
 R_OK, W_OK, X_OK = 4, 2, 1
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID = 1, 2, 3, 4
 
 
 def _capable(creds: Credentials, cap: int, real: bool) -> bool:
@@ -61,12 +61,51 @@ def may_search(creds: Credentials, root: GuestRoot, canon: str, real: bool = Fal
         return True
     parts = [p for p in canon.split("/") if p][:-1]
     path = ""
-    for part in ["", *parts]:
-        path = f"{path}/{part}" if part else "/"
+    for part in parts:          # the guest's / itself is searchable by all (as Linux's 0755
+        path += "/" + part      # root is), whatever mode the host directory given has
         try:
-            st = os.stat(root.host_path(path.replace("//", "/")))
+            st = os.stat(root.host_path(path))
         except OSError:
             return True                         # the call itself reports a missing one
         if not may(creds, st, root.owner_of(st), X_OK, real):
             return False
     return True
+
+
+def may_change_entry(creds: Credentials, root: GuestRoot, canon: str,
+                     removing: os.stat_result | None = None) -> bool:
+    """Whether `creds` may add (or, given the entry's status `removing`, remove or rename)
+    the directory entry of guest path `canon`: search on the way, write and search on its
+    directory, and in a sticky directory ownership of the entry or the directory."""
+    if _capable(creds, CAP_DAC_OVERRIDE, False):
+        return True
+    if not may_search(creds, root, canon):
+        return False
+    parent = canon.rsplit("/", 1)[0] or "/"
+    if parent == "/":           # the directory given as --root is the guest's to use
+        return True
+    try:
+        st = os.stat(root.host_path(parent))
+    except OSError:
+        return True
+    owner = root.owner_of(st)
+    if not may(creds, st, owner, W_OK | X_OK):
+        return False
+    if removing is not None and st.st_mode & stat_mod.S_ISVTX:
+        return creds.fsuid in (owner[0], root.owner_of(removing)[0]) or \
+            bool(getattr(creds, "cap_effective", 0) >> CAP_FOWNER & 1)
+    return True
+
+
+def chmod_bits(creds: Credentials, st: os.stat_result, owner: tuple[int, int],
+               mode: int) -> int | None:
+    """The mode chmod sets for `creds` (S_ISGID dropped for a caller outside the file's
+    group without CAP_FSETID), or None if they may not change it (EPERM: not the owner,
+    no CAP_FOWNER)."""
+    caps = getattr(creds, "cap_effective", 0)
+    if creds.fsuid != owner[0] and not caps >> CAP_FOWNER & 1:
+        return None
+    if mode & stat_mod.S_ISGID and owner[1] not in (creds.fsgid, *creds.groups) \
+            and not caps >> CAP_FSETID & 1:
+        mode &= ~stat_mod.S_ISGID
+    return mode

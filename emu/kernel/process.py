@@ -41,6 +41,8 @@ class SchedPolicy(enum.IntEnum):
     OTHER = 0
     FIFO = 1
     RR = 2
+    BATCH = 3                   # scheduled as OTHER (QNX has no such class)
+    IDLE = 5                    # scheduled as OTHER
 
 
 @dataclass(eq=False)

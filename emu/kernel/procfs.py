@@ -34,7 +34,8 @@ PROC_LINKS = ("exe", "cwd", "root")
 GLOBAL_FILES = ("meminfo", "cpuinfo", "uptime", "loadavg", "version", "mounts", "filesystems",
                 "stat", "sys/kernel/pid_max", "sys/kernel/tainted", "sys/kernel/osrelease",
                 "sys/kernel/ostype", "sys/kernel/hostname", "sys/fs/pipe-max-size",
-                "sys/vm/overcommit_memory")
+                "sys/fs/pipe-user-pages-hard", "sys/fs/pipe-user-pages-soft",
+                "sys/fs/lease-break-time", "sys/vm/overcommit_memory")
 
 
 @dataclass(frozen=True)
@@ -257,4 +258,6 @@ class ProcFs:
         return {"sys/kernel/pid_max": f"{PID_MAX}\n", "sys/kernel/tainted": "0\n",
                 "sys/kernel/osrelease": f"{KERNEL_RELEASE}\n", "sys/kernel/ostype": "Linux\n",
                 "sys/kernel/hostname": "emu\n", "sys/fs/pipe-max-size": "1048576\n",
+                "sys/fs/pipe-user-pages-hard": "0\n", "sys/fs/pipe-user-pages-soft": "16384\n",
+                "sys/fs/lease-break-time": "45\n",
                 "sys/vm/overcommit_memory": "0\n"}[path]

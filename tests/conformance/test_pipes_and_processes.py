@@ -28,9 +28,23 @@ def _emu(firmware: Path, arch: str, name: str, *args: str) -> tuple[int, str, st
     return run.returncode, run.stdout, run.stderr
 
 
+CAPACITY_ON_LINUX = ("F_GETPIPE_SZ 65536\nfilled 65536 bytes, then EAGAIN\nshrink to 4096: EBUSY\n"
+                     "grow to 100000: 131072\nwrite now 100\nF_GETPIPE_SZ on a file: EBADF\n"
+                     "read of an empty pipe: EAGAIN\nlseek on a pipe: ESPIPE\n")
+
+
+def _host_pipes_limited(firmware: Path) -> bool:
+    """Whether this host gives one-page pipes now (its user went past pipe-user-pages-soft,
+    e.g. while LTP runs beside the tests): its answers are then not Linux's defaults."""
+    return not _native(firmware / "x86_64" / "pipes", "capacity")[1].startswith(
+        "F_GETPIPE_SZ 65536")
+
+
 @pytest.mark.parametrize("mode", PIPE_MODES)
 def test_pipe_behaves_as_on_linux(firmware: Path, arch: str, mode: str) -> None:
     expected = _native(firmware / "x86_64" / "pipes", mode)
+    if mode == "capacity" and _host_pipes_limited(firmware):
+        expected = (0, CAPACITY_ON_LINUX)
     code, out, err = _emu(firmware, arch, "pipes", mode)
     assert (code, out) == expected, err
     assert "unimplemented" not in err and "deadlock" not in err
@@ -38,6 +52,8 @@ def test_pipe_behaves_as_on_linux(firmware: Path, arch: str, mode: str) -> None:
 
 def test_pipe_outputs_are_what_linux_documents(firmware: Path) -> None:
     """The native answers themselves, so that the comparison above compares something."""
+    if _host_pipes_limited(firmware):
+        pytest.skip("this host's pipes are limited to one page now (pipe-user-pages-soft)")
     out = {mode: _native(firmware / "x86_64" / "pipes", mode)[1] for mode in PIPE_MODES}
     assert out["threads"] == "read 4 'late' after >= 10 ms\n"
     assert "F_GETPIPE_SZ 65536\nfilled 65536 bytes, then EAGAIN\n" in out["capacity"]

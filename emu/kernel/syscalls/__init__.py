@@ -184,7 +184,8 @@ class SyscallTable:
     @classmethod
     def for_arch(cls, arch: str, on_unknown: UnknownCall | None = None) -> SyscallTable:
         """The table of `arch` with every registered handler."""
-        from emu.kernel.syscalls import (family, fs, fsextra, fsmeta, memory, poll,  # noqa: F401
+        from emu.kernel.syscalls import (family, fcntlcmds, fs, fsextra, fsmeta,  # noqa: F401
+                                         fsmore, memory, poll,
                                          proc, rw, signals, threads,        # (registers)
                                          identity, resources, shm, sockets, timers)
         table = cls(arch=arch, names=names_by_number(arch), on_unknown=on_unknown)

@@ -11,7 +11,7 @@ import os
 import stat as stat_mod
 import struct
 
-from emu.kernel.perms import may, may_search
+from emu.kernel.perms import chmod_bits, may, may_change_entry, may_search
 from emu.kernel.procfs import ProcFs
 from emu.kernel.synthetic import lexical_path, served, synthetic_link, synthetic_stat
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
@@ -250,7 +250,8 @@ def sys_fchdir(ctx: SyscallContext, fd: int, *_: int) -> int:
 @syscall("mkdirat")
 def sys_mkdirat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_: int) -> int:
     """Create a directory."""
-    _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
+    canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
+    _may_change(ctx, canon)
     perm = mode & 0o1777 & ~ctx.proc.umask
     os.mkdir(host, perm)
     if os.stat(os.path.dirname(host) or "/").st_mode & stat_mod.S_ISGID:
@@ -283,6 +284,7 @@ def sys_unlinkat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, *_:
     if canon == "/" or host == ctx.proc.root.host_dir:
         return -errno.EBUSY if removedir else -errno.EISDIR
     st = os.lstat(host)
+    _may_change(ctx, canon, st)
     if removedir:
         os.rmdir(host)
     else:
@@ -292,6 +294,12 @@ def sys_unlinkat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, *_:
     if stat_mod.S_ISDIR(st.st_mode) or st.st_nlink <= 1:
         ctx.proc.root.forget_owner(st)      # the inode number may come back for a new file
     return 0
+
+
+def _may_change(ctx: SyscallContext, canon: str, removing: os.stat_result | None = None) -> None:
+    """EACCES (EPERM in a sticky directory) unless the guest may add or remove the entry."""
+    if not may_change_entry(ctx.proc.creds, ctx.proc.root, canon, removing):
+        raise OSError(errno.EACCES, "permission denied")
 
 
 def _last_component(path: str) -> str:
@@ -346,6 +354,8 @@ def _rename(ctx: SyscallContext, olddir: int, old_ptr: int, newdir: int, new_ptr
     host_root = ctx.proc.root.host_dir
     if "/" in (old_canon, new_canon) or host_root in (old, new):
         return -errno.EBUSY
+    _may_change(ctx, old_canon, os.lstat(old))
+    _may_change(ctx, new_canon, os.lstat(new) if os.path.lexists(new) else None)
     if not flags:
         os.rename(old, new)
         return 0
@@ -378,7 +388,8 @@ def sys_umask(ctx: SyscallContext, mask: int, *_: int) -> int:
 def sys_symlinkat(ctx: SyscallContext, target_ptr: int, dirfd: int, path_ptr: int, *_: int) -> int:
     """Create a symlink; its target is stored as given (and resolved inside the root when used)."""
     target = path_arg(ctx, target_ptr)
-    _, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
+    canon, host = resolve_arg(ctx, dirfd, path_ptr, follow=False)
+    _may_change(ctx, canon)
     os.symlink(target, host)
     adopt_created(ctx, host)
     return 0
@@ -392,9 +403,14 @@ def sys_symlink(ctx: SyscallContext, target_ptr: int, path_ptr: int, *_: int) ->
 
 @syscall("fchmodat")
 def sys_fchmodat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_: int) -> int:
-    """Change a file's permission bits."""
+    """Change a file's permission bits (the owner or CAP_FOWNER; S_ISGID only for members
+    of the file's group)."""
     _, host = resolve_arg(ctx, dirfd, path_ptr)
-    os.chmod(host, mode & 0o7777)
+    st = os.stat(host)
+    bits = chmod_bits(ctx.proc.creds, st, ctx.proc.root.owner_of(st), mode & 0o7777)
+    if bits is None:
+        return -errno.EPERM
+    os.chmod(host, bits)
     return 0
 
 
@@ -406,6 +422,11 @@ def sys_chmod(ctx: SyscallContext, path_ptr: int, mode: int, *_: int) -> int:
 
 @syscall("fchmod")
 def sys_fchmod(ctx: SyscallContext, fd: int, mode: int, *_: int) -> int:
-    """Change an open file's permission bits."""
-    os.fchmod(ctx.proc.fds.get(to_int32(fd)).host_fd, mode & 0o7777)
+    """Change an open file's permission bits (as fchmodat)."""
+    host_fd = ctx.proc.fds.get(to_int32(fd)).host_fd
+    st = os.fstat(host_fd)
+    bits = chmod_bits(ctx.proc.creds, st, ctx.proc.root.owner_of(st), mode & 0o7777)
+    if bits is None:
+        return -errno.EPERM
+    os.fchmod(host_fd, bits)
     return 0

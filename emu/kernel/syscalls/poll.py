@@ -334,6 +334,8 @@ def sys_epoll_ctl(ctx: SyscallContext, epfd: int, op: int, fd: int, event: int, 
     epoll_file = ctx.proc.fds.get(to_int32(epfd))
     fd = to_int32(fd)
     file = ctx.proc.fds.get(fd)
+    if (epoll_file.guest_flags | file.guest_flags) & 0o10000000:     # O_PATH
+        return -errno.EBADF
     op = to_int32(op)
     raw = b""
     if op != EPOLL_CTL_DEL:
@@ -416,3 +418,11 @@ def sys_epoll_pwait(ctx: SyscallContext, epfd: int, events: int, maxevents: int,
     ms = to_int32(timeout)
     return _epoll_wait(ctx, epfd, events, maxevents, None if ms < 0 else ms * 10**6,
                        _read_mask(ctx, sigmask, sigsetsize))
+
+
+@syscall("epoll_pwait2")
+def sys_epoll_pwait2(ctx: SyscallContext, epfd: int, events: int, maxevents: int, timeout: int,
+                     sigmask: int, sigsetsize: int) -> int | None:
+    """epoll_pwait with a struct timespec timeout (NULL: none)."""
+    ns = None if not timeout else read_timespec(ctx, timeout)
+    return _epoll_wait(ctx, epfd, events, maxevents, ns, _read_mask(ctx, sigmask, sigsetsize))

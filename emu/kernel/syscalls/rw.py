@@ -30,11 +30,15 @@ IO_CHUNK = 1 << 20          # largest single host read/write per call (partial I
 MAX_RW_COUNT = 0x7FFFF000   # Linux's cap on one read or write
 IOV_MAX = 1024
 SSIZE_MAX = (1 << 63) - 1
+O_PATH = 0o10000000
 
 
 def _file(ctx: SyscallContext, fd: int) -> OpenFile:
-    """The open file of `fd` (else EBADF)."""
-    return ctx.proc.fds.get(to_int32(fd))
+    """The open file of `fd` (EBADF if none, or an O_PATH descriptor)."""
+    file = ctx.proc.fds.get(to_int32(fd))
+    if file.guest_flags & O_PATH:
+        raise OSError(errno.EBADF, "an O_PATH descriptor")
+    return file
 
 
 def read_from(ctx: SyscallContext, file: OpenFile, count: int,
@@ -241,9 +245,25 @@ def _room_for(ctx: SyscallContext, out: OpenFile, count: int) -> int | None:
 
 def _copy(ctx: SyscallContext, src: OpenFile, dst: OpenFile, count: int, in_off: int | None,
           out_off: int | None) -> int | None:
-    count = min(_count(count), IO_CHUNK)
+    """Copy up to `count` bytes: between files all of it (up to MAX_RW_COUNT, 1 MiB at a
+    time); to or from anything that can wait, what can move now without losing data."""
+    count = min(_count(count), MAX_RW_COUNT)
     if count == 0:
         return 0
+    if _plain(src) and _plain(dst):
+        done = 0
+        while done < count:
+            data = read_from(ctx, src, min(count - done, IO_CHUNK),
+                             None if in_off is None else in_off + done)
+            if not data:
+                break
+            written = write_to(ctx, dst, data, None if out_off is None else out_off + done)
+            assert written is not None
+            done += written
+            if written < len(data):
+                break
+        return done
+    count = min(count, IO_CHUNK)
     room = _room_for(ctx, dst, count)
     if room is None:
         return None
@@ -257,11 +277,18 @@ def _copy(ctx: SyscallContext, src: OpenFile, dst: OpenFile, count: int, in_off:
     return written
 
 
+def _plain(file: OpenFile) -> bool:
+    """A file that never waits (not a pipe, socket, terminal or the emulator's stdio)."""
+    return file.kernel_object is None and not file.may_block and not file.is_std
+
+
 @syscall("sendfile")
 def sys_sendfile(ctx: SyscallContext, out_fd: int, in_fd: int, offset_ptr: int, count: int,
                  *_: int) -> int | None:
     """Copy from one descriptor to another in the kernel (at *offset, which moves, if given)."""
     src, dst = _file(ctx, in_fd), _file(ctx, out_fd)
+    if src.guest_flags & 0o3 == 1 or dst.guest_flags & 0o3 == 0:
+        return -errno.EBADF                 # in_fd not readable, out_fd not writable
     if dst.guest_flags & os.O_APPEND:
         return -errno.EINVAL
     if isinstance(src.kernel_object, PipeEnd) and offset_ptr:

@@ -171,8 +171,11 @@ def _target(ctx: SyscallContext, pid: int) -> Thread:
     return thread
 
 
+_TIME_SHARING = (SchedPolicy.OTHER, SchedPolicy.BATCH, SchedPolicy.IDLE)
+
+
 def _apply(ctx: SyscallContext, thread: Thread, policy: SchedPolicy, priority: int) -> int:
-    if policy is SchedPolicy.OTHER:
+    if policy in _TIME_SHARING:
         if priority != 0:
             return -errno.EINVAL
         priority = ctx.threads.default_priority
@@ -220,14 +223,46 @@ def sys_sched_getparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> in
 
 @syscall("sched_get_priority_max", inline=True)
 def sys_sched_get_priority_max(ctx: SyscallContext, policy: int, *_: int) -> int:
-    """255 for FIFO and RR; 0 for OTHER (as Linux reports)."""
-    return 0 if _policy(policy) is SchedPolicy.OTHER else MAX_PRIORITY
+    """255 for FIFO and RR; 0 for OTHER, BATCH and IDLE (as Linux reports)."""
+    return 0 if _policy(policy) in _TIME_SHARING else MAX_PRIORITY
 
 
 @syscall("sched_get_priority_min", inline=True)
 def sys_sched_get_priority_min(ctx: SyscallContext, policy: int, *_: int) -> int:
-    """1 for FIFO and RR; 0 for OTHER."""
-    return 0 if _policy(policy) is SchedPolicy.OTHER else MIN_PRIORITY
+    """1 for FIFO and RR; 0 for OTHER, BATCH and IDLE."""
+    return 0 if _policy(policy) in _TIME_SHARING else MIN_PRIORITY
+
+
+SCHED_ATTR_SIZE_VER0 = 48          # struct sched_attr of Linux 4.13 (48) and later (56)
+SCHED_ATTR_SIZE_MAX = 4096
+
+
+@syscall("sched_getattr")
+def sys_sched_getattr(ctx: SyscallContext, pid: int, attr: int, size: int, flags: int,
+                      *_: int) -> int:
+    """A thread's struct sched_attr (policy, priority; nice 0; no deadline parameters)."""
+    size = to_int32(size)
+    if not attr or flags or size < SCHED_ATTR_SIZE_VER0 or size > SCHED_ATTR_SIZE_MAX:
+        return -errno.EINVAL
+    thread = _target(ctx, pid)
+    rt = thread.policy not in _TIME_SHARING
+    body = struct.pack("<IIQiIQQQII", min(size, 56), thread.policy.value, 0, 0,
+                       thread.base_priority if rt else 0, 0, 0, 0, 0, 1024)
+    ctx.mem.write(attr, body[:min(size, 56)])
+    return 0
+
+
+@syscall("sched_setattr")
+def sys_sched_setattr(ctx: SyscallContext, pid: int, attr: int, flags: int, *_: int) -> int:
+    """Set a thread's policy and priority from a struct sched_attr (SCHED_DEADLINE: EINVAL)."""
+    if not attr or flags:
+        return -errno.EINVAL
+    size = struct.unpack("<I", ctx.mem.read(attr, 4))[0] or SCHED_ATTR_SIZE_VER0
+    if size < SCHED_ATTR_SIZE_VER0 or size > SCHED_ATTR_SIZE_MAX:
+        ctx.mem.write(attr, struct.pack("<I", 56))
+        return -errno.E2BIG
+    _size, policy, _flags, _nice, priority = struct.unpack("<IIQiI", ctx.mem.read(attr, 24))
+    return _apply(ctx, _target(ctx, pid), _policy(policy), priority)
 
 
 @syscall("sched_yield")
