@@ -152,7 +152,6 @@ def sys_pipe2(ctx: SyscallContext, fds_ptr: int, flags: int, *_: int) -> int:
     """A kernel pipe (emu/kernel/pipes.py) as two guest descriptors."""
     if flags & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT_ANY):
         return -errno.EINVAL
-    fds = ctx.proc.fds
     pipe = Pipe(ctx.blocking.wake)
     cloexec = bool(flags & O_CLOEXEC)
     nonblock = flags & O_NONBLOCK
@@ -162,23 +161,24 @@ def sys_pipe2(ctx: SyscallContext, fds_ptr: int, flags: int, *_: int) -> int:
         pipe.open_end(write)
         ends.append(OpenFile(anchor, "pipe:[%d]" % os.fstat(anchor).st_ino, int(write) | nonblock,
                              kernel_object=PipeEnd(pipe, reads=not write, writes=write)))
+    return hand_out_pair(ctx, ends[0], ends[1], cloexec, fds_ptr)
+
+
+def hand_out_pair(ctx: SyscallContext, first: OpenFile, second: OpenFile, cloexec: bool,
+                  out: int) -> int:
+    """Install two new open files (pipe, socketpair) and store their descriptors as two
+    ints at `out`; on any failure (EMFILE, EFAULT) neither stays open."""
+    fds = ctx.proc.fds
+    installed: list[int] = []
     try:
-        rfd = fds.install(ends[0], cloexec=cloexec)
-    except OSError:
-        for end in ends:
-            end.close()
-        raise
-    try:
-        wfd = fds.install(ends[1], cloexec=cloexec)
-    except OSError:
-        fds.close(rfd)
-        ends[1].close()
-        raise
-    try:
-        ctx.mem.write(fds_ptr, struct.pack("<ii", rfd, wfd))
-    except BadAddress:
-        fds.close(rfd)
-        fds.close(wfd)
+        for file in (first, second):
+            installed.append(fds.install(file, cloexec=cloexec))
+        ctx.mem.write(out, struct.pack("<ii", *installed))
+    except (OSError, BadAddress):
+        for fd in installed:
+            fds.close(fd)
+        for file in (first, second)[len(installed):]:
+            file.close()
         raise
     return 0
 

@@ -9,7 +9,7 @@ import os
 from emu.kernel.perms import may_change_entry
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 from emu.kernel.syscalls.fs import AT_EMPTY_PATH, AT_FDCWD, path_arg, resolve_arg
-from emu.kernel.syscalls.rw import (IO_CHUNK, SSIZE_MAX, iovecs, read_from, write_to)
+from emu.kernel.syscalls.rw import IO_CHUNK, SSIZE_MAX, iovecs, read_from, scatter, write_to
 
 AT_SYMLINK_FOLLOW = 0x400
 O_PATH = 0o10000000
@@ -69,16 +69,7 @@ def _positioned(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, offset: int
             return -errno.EINVAL
         return write_to(ctx, file, data, at)
     got = read_from(ctx, file, sum(n for _, n in vecs), at)
-    if got is None:
-        return None
-    done = 0
-    for base, length in vecs:
-        part = got[done:done + length]
-        if not part:
-            break
-        ctx.mem.write(base, part)
-        done += len(part)
-    return done
+    return None if got is None else scatter(ctx, vecs, got)
 
 
 @syscall("preadv")

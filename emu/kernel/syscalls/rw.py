@@ -209,8 +209,11 @@ def sys_readv(ctx: SyscallContext, fd: int, iov: int, iovcnt: int, *_: int) -> i
     file = _file(ctx, fd)
     vecs = iovecs(ctx, iov, iovcnt, IO_CHUNK)
     data = read_from(ctx, file, sum(n for _, n in vecs))
-    if data is None:
-        return None
+    return None if data is None else scatter(ctx, vecs, data)
+
+
+def scatter(ctx: SyscallContext, vecs: list[tuple[int, int]], data: bytes) -> int:
+    """Spread `data` over the (base, length) buffers in order; the bytes placed."""
     done = 0
     for base, length in vecs:
         part = data[done:done + length]

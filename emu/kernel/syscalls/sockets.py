@@ -16,6 +16,7 @@ import struct
 from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile
 from emu.kernel.pipes import Pipe, PipeEnd
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.kernel.syscalls.fs import hand_out_pair
 from emu.kernel.syscalls.rw import read_from, write_to
 
 AF_UNIX = 1
@@ -51,17 +52,7 @@ def sys_socketpair(ctx: SyscallContext, family: int, kind: int, protocol: int, s
         fd = anchor.detach()
         ends.append(OpenFile(fd, "socket:[%d]" % os.fstat(fd).st_ino, 2 | (kind & O_NONBLOCK),
                              kernel_object=PipeEnd(rx, reads=True, writes=True, peer=tx)))
-    fds = ctx.proc.fds
-    cloexec = bool(kind & O_CLOEXEC)
-    first = fds.install(ends[0], cloexec=cloexec)
-    try:
-        second = fds.install(ends[1], cloexec=cloexec)
-    except OSError:
-        fds.close(first)
-        ends[1].close()
-        raise
-    ctx.mem.write(sv, struct.pack("<ii", first, second))
-    return 0
+    return hand_out_pair(ctx, ends[0], ends[1], bool(kind & O_CLOEXEC), sv)
 
 
 def _socket_end(ctx: SyscallContext, fd: int) -> tuple[OpenFile, PipeEnd]:
