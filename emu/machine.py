@@ -216,7 +216,7 @@ class Machine:
                             locks=locks, fifos=FifoTable(), procfs=ProcFs(
                                 kernel.processes, lambda: kernel.procnto, ram.size,
                                 lambda: frames.free_count, clock.now_ns, spec.name,
-                                sched.cpu_time, profile.frequency_hz),
+                                sched.cpu_time, profile.frequency_hz, shm),
                             system=SystemFacts(ram.size, frames, kernel.processes, clock),
                             itimers=itimers, shm=shm)
         kernel.connect(services, signals, family, residency, host_io)

@@ -430,10 +430,18 @@ def make_root(tree: Path, test: dict[str, Any], arch: str) -> Path:
     for f in ("passwd", "group"):
         if os.path.exists(f"/etc/{f}"):
             shutil.copy2(f"/etc/{f}", root / "etc" / f)
-    sh_exe = mini_sh(tree.parent.parent, arch)
-    if sh_exe:
+    busybox = REPO / ".cache" / "guests" / arch / "busybox"    # (tools/setup.sh fetches it)
+    if busybox.exists():        # a real static shell and the commands tests run (/bin/true)
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        for applet in BUSYBOX_APPLETS:
+            os.symlink("busybox", root / "bin" / applet)
+    elif (sh_exe := mini_sh(tree.parent.parent, arch)) is not None:
         shutil.copy2(sh_exe, root / "bin" / "sh")
     return root
+
+
+BUSYBOX_APPLETS = ("sh", "true", "false", "cp", "cat", "echo", "ls", "rm", "mkdir", "sleep", "zcat",
+                   "gzip")
 
 
 def runner_cmd(runner: str, arch: str, root: Path, test: dict[str, Any],

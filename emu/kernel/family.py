@@ -155,23 +155,50 @@ class Family:
         self._release_vfork_parent(proc)
         return None
 
+    def open_for_writing(self, st: os.stat_result) -> bool:
+        """Whether any live process holds the file of status `st` open for writing (exec of
+        it is then ETXTBSY)."""
+        for proc in self._guests():
+            if not proc.alive:
+                continue
+            for fd in proc.fds.numbers():
+                file = proc.fds.get(fd)
+                if file.kernel_object is None and not file.is_std and file.guest_flags & 0o3:
+                    other = os.fstat(file.host_fd)
+                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                        return True
+        return False
+
     # ---- process groups and sessions ----
 
     def set_pgid(self, caller: Process, pid: int, pgid: int) -> int:
-        """setpgid: 0 or -errno, by Linux's rules: the caller or one of its children in its
-        session, not a session leader, into its own group or one of the same session."""
-        target = caller if pid == 0 else self.kernel.signals.find_process(pid)
-        if target is None or (target is not caller and target.parent is not caller):
-            return -errno.ESRCH
+        """setpgid: 0 or -errno, by Linux's rules: the caller or one of its children (ESRCH
+        otherwise; EINVAL for a thread that is not a process; a child in another session:
+        EPERM; one that has exec'd: EACCES), not a session leader, into its own group or an
+        existing one of the caller's session (EPERM)."""
+        pid = pid or caller.pid
+        pgid = pgid or pid
         if pgid < 0:
             return -errno.EINVAL
-        pgid = pgid or target.pid
+        target: Process | None = caller if pid == caller.pid else None
+        if target is None:
+            thread = self.kernel.find_thread(pid) if pid > 0 else None
+            if thread is None or thread.process is self.kernel.procnto:
+                return -errno.ESRCH
+            target = thread.process
+            if thread.tid != target.pid:
+                return -errno.EINVAL            # not a thread-group leader
+        if target.parent is caller and target is not caller:
+            if target.sid != caller.sid:
+                return -errno.EPERM
+            if target.sig.execed:
+                return -errno.EACCES
+        elif target is not caller:
+            return -errno.ESRCH
         if target.sid == target.pid:
             return -errno.EPERM                 # a session leader
-        if target is not caller and target.sid != caller.sid:
-            return -errno.EPERM
-        if pgid != target.pid and not any(p.pgid == pgid and p.sid == caller.sid and p.alive
-                                          for p in self._guests()):
+        if pgid != pid and not any(p.pgid == pgid and p.sid == caller.sid and p.alive
+                                   for p in self._guests()):
             return -errno.EPERM
         target.pgid = pgid
         return 0

@@ -107,11 +107,12 @@ class FdSlot:
 class FdTable:
     """A process's descriptor table."""
 
-    MAX_FDS = 1024
+    MAX_FDS = 1024                  # the default RLIMIT_NOFILE soft limit
 
     def __init__(self) -> None:
         """A table with 0, 1, 2 bound to the emulator's stdio."""
         self._slots: dict[int, FdSlot] = {}
+        self.limit = self.MAX_FDS       # RLIMIT_NOFILE's soft limit: descriptors stay below
         for fd, name in ((0, "<stdin>"), (1, "<stdout>"), (2, "<stderr>")):
             self._slots[fd] = FdSlot(OpenFile(fd, name, 0 if fd == 0 else 1, is_std=True))
 
@@ -133,7 +134,7 @@ class FdTable:
 
     def install(self, file: OpenFile, lowest: int = 0, cloexec: bool = False) -> int:
         """Bind `file` to the lowest free descriptor >= `lowest` (EMFILE if none)."""
-        for fd in range(lowest, self.MAX_FDS):
+        for fd in range(lowest, self.limit):
             if fd not in self._slots:
                 self._slots[fd] = FdSlot(file, cloexec)
                 return fd
@@ -142,7 +143,7 @@ class FdTable:
     def dup_to(self, old: int, new: int, cloexec: bool = False) -> int:
         """Make `new` refer to `old`'s file (closing what `new` had)."""
         file = self.get(old)
-        if not 0 <= new < self.MAX_FDS:
+        if not 0 <= new < self.limit:
             raise OSError(errno.EBADF, "bad file descriptor")
         if new == old:
             return new
@@ -170,6 +171,7 @@ class FdTable:
         """A copy for a forked child: the same open files (shared offsets), the same flags."""
         table = FdTable.__new__(FdTable)
         table._slots = {}
+        table.limit = self.limit
         for fd, slot in self._slots.items():
             slot.file.refs += 1
             table._slots[fd] = FdSlot(slot.file, slot.cloexec)

@@ -7,8 +7,10 @@ Files are generated when opened (a snapshot, as a read of a real /proc file is):
 - /proc/sys/kernel/{pid_max,tainted,osrelease,ostype,hostname},
   /proc/sys/fs/pipe-max-size, /proc/sys/vm/overcommit_memory;
 - per process (/proc/self, /proc/thread-self, /proc/PID): status, stat, statm, maps,
-  cmdline, comm, environ (empty: it is not kept), and the directory fd/ whose entries
-  reopen the process's descriptors.
+  cmdline, comm, environ (empty: it is not kept), the directory fd/ whose entries
+  reopen the process's descriptors, and task/TID/{comm,stat,status} per thread;
+- smaps, pagemap, /proc/sysvipc/shm, /proc/sys/kernel/shm*, /proc/config.gz
+  (procextra.py).
 
 exe, cwd and root are links the guest root resolves (guestfs.py). Nothing here
 reveals the host: paths are guest paths, and figures come from the simulated machine.
@@ -20,7 +22,10 @@ import stat as stat_mod
 from dataclasses import dataclass
 from typing import Callable
 
+from emu.kernel import procextra
 from emu.kernel.process import Process, Thread, ThreadState
+from emu.kernel.resources import comm_of, program_comm
+from emu.kernel.sysvshm import SysvShm
 from emu.mm.frames import PAGE_SIZE
 from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, Share
 
@@ -29,13 +34,17 @@ KERNEL_RELEASE = "6.1.0-emu"
 _STATE_LETTER = {ThreadState.RUNNING: "R", ThreadState.READY: "R", ThreadState.DEAD: "Z"}
 _DT_DIR, _DT_REG, _DT_LNK = 4, 8, 10
 
-PROC_FILES = ("status", "stat", "statm", "maps", "cmdline", "comm", "environ")
+PROC_FILES = ("status", "stat", "statm", "maps", "cmdline", "comm", "environ", "smaps",
+              "mounts")
+TASK_FILES = ("comm", "stat", "status")
 PROC_LINKS = ("exe", "cwd", "root")
 GLOBAL_FILES = ("meminfo", "cpuinfo", "uptime", "loadavg", "version", "mounts", "filesystems",
                 "stat", "sys/kernel/pid_max", "sys/kernel/tainted", "sys/kernel/osrelease",
                 "sys/kernel/ostype", "sys/kernel/hostname", "sys/fs/pipe-max-size",
                 "sys/fs/pipe-user-pages-hard", "sys/fs/pipe-user-pages-soft",
-                "sys/fs/lease-break-time", "sys/vm/overcommit_memory")
+                "sys/fs/lease-break-time", "sys/vm/overcommit_memory",
+                "sys/kernel/core_pattern", "sys/kernel/shmmax", "sys/kernel/shmall",
+                "sys/kernel/shmmni", "sysvipc/shm", "config.gz", "sys/vm/max_map_count")
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,10 @@ class ProcEntry:
     """What a /proc path is: a file with its bytes, a directory with its entries, or a link
     to a descriptor of a process (fd/N)."""
 
-    kind: str                                   # "file", "dir" or "fd"
+    kind: str                                   # "file", "dir", "fd" or "sparse"
     data: bytes = b""
+    chunks: tuple[tuple[int, bytes], ...] = ()  # "sparse": (offset, bytes), else zeros
+    size: int = 0                               # "sparse": the file's size
     entries: tuple[tuple[str, int], ...] = ()   # (name, d_type)
     owner: Process | None = None
     fd: int = -1
@@ -64,8 +75,11 @@ class ProcFs:
 
     def __init__(self, processes: list[Process], procnto: Callable[[], Process | None],
                  ram_bytes: int, free_frames: Callable[[], int], now_ns: Callable[[], int],
-                 arch: str, cpu_time: Callable[[Thread], int], hz: int) -> None:
-        """A /proc over the kernel's process list and the machine's memory and clock."""
+                 arch: str, cpu_time: Callable[[Thread], int], hz: int,
+                 shm: SysvShm | None = None) -> None:
+        """A /proc over the kernel's process list, the machine's memory and clock, and its
+        System V segments."""
+        self._shm = shm
         self._processes = processes
         self._procnto = procnto
         self.ram_bytes = ram_bytes
@@ -87,8 +101,9 @@ class ProcFs:
             pids = [str(p.pid) for p in self._guests() if p.alive]
             names = sorted({*pids, "self", "thread-self", "sys"} |
                            {f.split("/")[0] for f in GLOBAL_FILES})
-            return ProcEntry("dir", entries=tuple((n, _DT_DIR if n.isdigit() or n in
-                                                   ("sys", "self", "thread-self")
+            dirs = {f.split("/")[0] for f in GLOBAL_FILES if "/" in f}
+            return ProcEntry("dir", entries=tuple((n, _DT_DIR if n.isdigit() or n in dirs or n in
+                                                   ("self", "thread-self")
                                                    else _DT_REG) for n in names))
         head, rest = parts[0], parts[1:]
         target = self._process(head, caller)
@@ -96,6 +111,8 @@ class ProcFs:
             return self._process_entry(target, thread if target is caller else None, rest)
         path = "/".join(parts)
         if path in GLOBAL_FILES:
+            if path == "config.gz":
+                return ProcEntry("file", data=procextra.kernel_config(self.arch))
             return ProcEntry("file", data=self._global(path).encode())
         children = sorted({f[len(path) + 1:].split("/")[0] for f in GLOBAL_FILES
                            if f.startswith(path + "/")})
@@ -111,16 +128,23 @@ class ProcFs:
     def _process(self, name: str, caller: Process) -> Process | None:
         if name in ("self", "thread-self"):
             return caller
-        if name.isdigit():
-            return next((p for p in self._guests() if p.pid == int(name) and p.alive), None)
+        if name.isdigit():                  # (procnto too: /proc/1 is Linux's init)
+            return next((p for p in self._processes if p.pid == int(name) and p.alive), None)
         return None
 
     def _process_entry(self, proc: Process, thread: Thread | None,
                        rest: list[str]) -> ProcEntry | None:
         if not rest:
             return ProcEntry("dir", entries=tuple(
-                [(f, _DT_REG) for f in PROC_FILES] + [(ln, _DT_LNK) for ln in PROC_LINKS]
-                + [("fd", _DT_DIR)]), owner=proc)
+                [(f, _DT_REG) for f in (*PROC_FILES, "pagemap")]
+                + [(ln, _DT_LNK) for ln in PROC_LINKS] + [("fd", _DT_DIR), ("task", _DT_DIR)]),
+                owner=proc)
+        if rest[0] == "task":
+            return self._task_entry(proc, rest[1:])
+        if rest == ["pagemap"]:
+            privileged = proc.creds.euid == 0
+            return ProcEntry("sparse", chunks=tuple(procextra.pagemap(proc, privileged)),
+                             size=procextra.PAGEMAP_SIZE, owner=proc)
         if rest[0] == "fd":
             fds = proc.fds.numbers()
             if len(rest) == 1:
@@ -135,12 +159,39 @@ class ProcFs:
         return ProcEntry("file", data=make(proc, thread).encode("utf-8", "surrogateescape"),
                          owner=proc)
 
+    def _task_entry(self, proc: Process, rest: list[str]) -> ProcEntry | None:
+        threads = {t.tid: t for t in proc.live_threads()}
+        if not rest:
+            return ProcEntry("dir", entries=tuple((str(tid), _DT_DIR) for tid in threads),
+                             owner=proc)
+        thread = threads.get(int(rest[0])) if rest[0].isdigit() else None
+        if thread is None:
+            return None
+        if len(rest) == 1:
+            return ProcEntry("dir", entries=tuple((f, _DT_REG) for f in TASK_FILES), owner=proc)
+        if len(rest) != 2 or rest[1] not in TASK_FILES:
+            return None
+        make = getattr(self, "_" + rest[1])
+        return ProcEntry("file", data=make(proc, thread).encode("utf-8", "surrogateescape"),
+                         owner=proc)
+
     # ---- per-process files ----
+
+    def _mounts(self, proc: Process, thread: Thread | None = None) -> str:
+        return self._global("mounts")
+
+    @staticmethod
+    def _smaps(proc: Process, thread: Thread | None = None) -> str:
+        return procextra.smaps(proc)
 
     @staticmethod
     def _comm(proc: Process, thread: Thread | None = None) -> str:
-        name = thread.name if thread is not None and thread.name not in ("", "main") else ""
-        return (name or posixpath.basename(proc.exe_path))[:15] + "\n"
+        if thread is None:
+            live = proc.live_threads()
+            thread = live[0] if live else None
+        if thread is not None:
+            return comm_of(thread) + "\n"
+        return program_comm(proc.exe_path) + "\n"
 
     @staticmethod
     def _cmdline(proc: Process, thread: Thread | None = None) -> str:
@@ -173,7 +224,8 @@ class ProcFs:
                 f"Uid:\t{c.uid}\t{c.euid}\t{c.suid}\t{c.fsuid}\n"
                 f"Gid:\t{c.gid}\t{c.egid}\t{c.sgid}\t{c.fsgid}\n"
                 f"FDSize:\t64\nGroups:\t{groups}\n"
-                f"VmPeak:\t{size * 4:8d} kB\nVmSize:\t{size * 4:8d} kB\nVmLck:\t       0 kB\n"
+                f"VmPeak:\t{size * 4:8d} kB\nVmSize:\t{size * 4:8d} kB\n"
+                f"VmLck:\t{procextra.locked_pages(proc) * 4:8d} kB\n"
                 f"VmRSS:\t{rss * 4:8d} kB\nThreads:\t{len(live)}\nSigQ:\t0/{4096}\n"
                 f"SigPnd:\t{main.sig.pending.mask if main else 0:016x}\n"
                 f"ShdPnd:\t{sig.shared.mask:016x}\nSigBlk:\t{blocked:016x}\n"
@@ -255,7 +307,12 @@ class ProcFs:
             ticks = int(uptime * 100)
             return (f"cpu  {ticks} 0 0 0 0 0 0 0 0 0\ncpu0 {ticks} 0 0 0 0 0 0 0 0 0\n"
                     f"btime 0\nprocesses {len(self._processes)}\nprocs_running 1\n")
+        if path == "sysvipc/shm":
+            return procextra.sysvipc_shm(self._shm) if self._shm is not None else ""
+        if path in procextra.SYSV_SYSCTLS:
+            return procextra.SYSV_SYSCTLS[path]
         return {"sys/kernel/pid_max": f"{PID_MAX}\n", "sys/kernel/tainted": "0\n",
+                "sys/kernel/core_pattern": "core\n", "sys/vm/max_map_count": "65530\n",
                 "sys/kernel/osrelease": f"{KERNEL_RELEASE}\n", "sys/kernel/ostype": "Linux\n",
                 "sys/kernel/hostname": "emu\n", "sys/fs/pipe-max-size": "1048576\n",
                 "sys/fs/pipe-user-pages-hard": "0\n", "sys/fs/pipe-user-pages-soft": "16384\n",

@@ -27,7 +27,7 @@ NR_OPEN = 1 << 20                       # fs.nr_open: the highest RLIMIT_NOFILE 
 _INF = (RLIM_INFINITY, RLIM_INFINITY)
 DEFAULT_LIMITS: tuple[tuple[int, int], ...] = (
     _INF, _INF, _INF, (8 << 20, RLIM_INFINITY), (0, RLIM_INFINITY), _INF, (4096, 4096),
-    (1024, 1024), (8 << 20, 8 << 20), _INF, _INF, (4096, 4096), (819200, 819200), (0, 0),
+    (1024, 4096), (8 << 20, 8 << 20), _INF, _INF, (4096, 4096), (819200, 819200), (0, 0),
     (0, 0), _INF)
 
 # capabilities (include/uapi/linux/capability.h of Linux 6.1: the last is 40)

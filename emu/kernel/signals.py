@@ -6,7 +6,9 @@ Linux semantics, 64 signals (1-31 standard, 32-64 real-time):
   mask, pending set and alternate stack (`ThreadSignals`); a process-directed signal
   (kill) pends in the process's shared set until some thread that does not block
   it takes it;
-- a standard signal pends at most once per set; real-time signals queue;
+- a standard signal pends at most once per set; real-time signals queue, up to the target
+  user's RLIMIT_SIGPENDING siginfos (beyond it a real-time signal not sent by kill() is
+  refused, any other is kept without its siginfo: `queue_overflow`);
 - delivery order: synchronous fault signals first, then the lowest number; a
   thread's own pending set before the shared one;
 - a signal whose disposition ignores it is discarded when sent, unless it is
@@ -144,6 +146,7 @@ class SigInfo:
     trapno: int = 0             # x86-64 sigcontext trapno / err for CPU exceptions and faults
     error_code: int = 0
     page_only: bool = False     # a memory fault known to the page: refined before delivery
+    lost: bool = False          # sent beyond RLIMIT_SIGPENDING: only the pending bit is kept
 
     SIZE = 128
 
@@ -178,15 +181,25 @@ class PendingSet:
         return bits
 
     def add(self, info: SigInfo) -> bool:
-        """Queue `info`; False (nothing queued) if a standard signal is already pending."""
+        """Queue `info`; False (nothing queued) if a standard signal is already pending, or
+        if `info` is `lost` and its signal is pending at all. A lost signal (Linux: a pending
+        bit without a queued siginfo) is taken over by the next one queued."""
         queue = self._queued.get(info.signo)
         if queue is None:
             self._queued[info.signo] = deque([info])
             return True
-        if info.signo < SIGRTMIN:
+        if info.signo < SIGRTMIN or info.lost:
             return False
+        if queue[0].lost:
+            queue.clear()
         queue.append(info)
         return True
+
+    @property
+    def count(self) -> int:
+        """How many siginfos are queued (each instance of a real-time signal counts; a lost
+        one has none)."""
+        return sum(1 for queue in self._queued.values() for info in queue if not info.lost)
 
     def holds(self, info: SigInfo) -> bool:
         """Whether this very `info` is still queued (not yet delivered or accepted)."""
@@ -209,6 +222,25 @@ class PendingSet:
     def clear(self) -> None:
         """Forget everything pending."""
         self._queued.clear()
+
+
+class Overflow(enum.Enum):
+    """What sending a signal does to its target user's queue (Linux's __send_signal_locked)."""
+
+    QUEUED = "queued"           # its siginfo is queued
+    LOST = "lost"               # sent without its siginfo (SI_USER, no sender)
+    REFUSED = "refused"         # not sent: the call fails with EAGAIN
+
+
+def queue_overflow(info: SigInfo, queued: int, limit: int) -> Overflow:
+    """How Linux sends `info` when its target's user has `queued` siginfos pending and an
+    RLIMIT_SIGPENDING of `limit`: a standard signal from kill() (code >= 0) is always queued;
+    beyond the limit a real-time signal not sent by kill() is refused, any other is lost."""
+    if queued < limit or (info.signo < SIGRTMIN and info.code >= 0):
+        return Overflow.QUEUED
+    if info.signo >= SIGRTMIN and info.code != SI_USER:
+        return Overflow.REFUSED
+    return Overflow.LOST
 
 
 def next_signal(pending: int, blocked: int) -> int:
@@ -308,6 +340,7 @@ class ProcessSignals:
     actions: list[SigAction] = field(default_factory=_default_actions)
     shared: PendingSet = field(default_factory=PendingSet)
     stop_noted: set[int] = field(default_factory=set)   # stop signals already reported once
+    execed: bool = False            # exec'd since its fork (Linux: !PF_FORKNOEXEC; setpgid)
 
     def action(self, signo: int) -> SigAction:
         """The disposition of `signo`."""
@@ -318,9 +351,11 @@ class ProcessSignals:
         return ProcessSignals(actions=list(self.actions))
 
     def reset_for_exec(self) -> None:
-        """execve: caught signals go back to SIG_DFL; ignored ones stay ignored."""
+        """execve: caught signals go back to SIG_DFL; ignored ones stay ignored (and the
+        process is marked as having exec'd)."""
         self.actions = [SigAction(SIG_IGN) if a.handler == SIG_IGN else SigAction()
                         for a in self.actions]
+        self.execed = True
 
 
 def after_handler(action: SigAction, signo: int) -> SigAction:

@@ -12,6 +12,11 @@ kernel clears once the call returns.
 A signal ends such a wait with EINTR, or with the progress made so far; Linux's
 restart rules then apply (sigdeliver.py).
 
+An exclusive waiter (epoll's EPOLLEXCLUSIVE) is woken alone: a wake rouses every
+ordinary waiter and one exclusive waiter that is still waiting; the other exclusive
+waiters stay queued. Every wake counts in the queue's `generation`, waiters or not,
+which is how an edge-triggered epoll entry tells that something happened.
+
 Invariants: a thread is woken once per wait (the scheduler's token); stale queue
 entries of a thread woken elsewhere are skipped and dropped.
 """
@@ -29,23 +34,29 @@ from emu.kernel.timers import Timer, TimerQueue
 class WaitQueue:
     """The threads waiting for one object to change."""
 
-    __slots__ = ("_waiters",)
+    __slots__ = ("_waiters", "_exclusive", "generation")
 
     def __init__(self) -> None:
         """An empty queue."""
         self._waiters: list[tuple[Thread, object]] = []
+        self._exclusive: list[tuple[Thread, object]] = []
+        self.generation = 0                 # wakes so far
 
-    def add(self, thread: Thread, token: object) -> None:
-        """`thread`, blocked with `token`, waits here."""
-        self._waiters.append((thread, token))
+    def add(self, thread: Thread, token: object, exclusive: bool = False) -> None:
+        """`thread`, blocked with `token`, waits here (`exclusive`: woken alone)."""
+        (self._exclusive if exclusive else self._waiters).append((thread, token))
 
     def take(self) -> list[tuple[Thread, object]]:
-        """Every entry, leaving the queue empty."""
+        """Every ordinary entry, leaving them off the queue."""
         waiters, self._waiters = self._waiters, []
         return waiters
 
+    def take_exclusive(self) -> tuple[Thread, object] | None:
+        """The oldest exclusive entry, taken off the queue (None if there is none)."""
+        return self._exclusive.pop(0) if self._exclusive else None
+
     def __bool__(self) -> bool:
-        return bool(self._waiters)
+        return bool(self._waiters) or bool(self._exclusive)
 
 
 Interrupted = Callable[[], tuple[int, Restart | None]]
@@ -70,14 +81,16 @@ class Blocking:
         self._waiting = waiting
 
     def wait(self, thread: Thread, queues: list[WaitQueue], state: ThreadState,
-             deadline: int | None = None, interrupted: Interrupted = eintr) -> None:
+             deadline: int | None = None, interrupted: Interrupted = eintr,
+             exclusive: frozenset[int] = frozenset()) -> None:
         """Block the running `thread` (inside a system call) on `queues` until one is woken or
         the clock reaches `deadline`; it then runs the call again. A signal ends the wait with
-        `interrupted()`'s result."""
+        `interrupted()`'s result. It waits exclusively on the queues whose id() is in
+        `exclusive`."""
         thread.pc -= self.insn_size                 # retry the call when woken
         token = self.sched.block(thread, state)
         for queue in queues:
-            queue.add(thread, token)
+            queue.add(thread, token, id(queue) in exclusive)
         timer: Timer | None = None
         if deadline is not None:
             timer = self.timers.at(deadline, lambda: self._wake(thread, token))
@@ -93,10 +106,16 @@ class Blocking:
         self._waiting(thread, token, cancel)
 
     def wake(self, queue: WaitQueue) -> None:
-        """Wake every thread still waiting on `queue` (each retries its call)."""
+        """Wake every ordinary thread still waiting on `queue` and one exclusive waiter (each
+        retries its call)."""
+        queue.generation += 1
         if queue:
             for thread, token in queue.take():
                 self._wake(thread, token)
+            while (entry := queue.take_exclusive()) is not None:
+                if self.sched.is_waiting_on(*entry):
+                    self._wake(*entry)
+                    break
 
     def _wake(self, thread: Thread, token: object) -> None:
         if self.sched.is_waiting_on(thread, token):

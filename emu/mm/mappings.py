@@ -49,6 +49,8 @@ class Mapping:
     name: str = ""
     lazy: bool = False          # MAP_LAZY / MAP_NORESERVE: frames at first touch, no commit
     locked: bool = False        # mlock / MAP_LOCKED / mlockall: resident since set up
+    may_write: bool = True      # Linux's VM_MAYWRITE: False for a shared mapping of a file
+                                # opened read-only (mprotect(PROT_WRITE) is then EACCES)
     @property
     def commits(self) -> bool:
         """Whether the mapping's frames are committed when it is created: memory that is not
@@ -64,7 +66,8 @@ class Mapping:
     def clipped(self, start: int, end: int) -> Mapping:
         """The part of this mapping inside [start, end)."""
         return Mapping(start, end, self.prot, self.share, self.obj,
-                       self.offset + (start - self.start), self.name, self.lazy, self.locked)
+                       self.offset + (start - self.start), self.name, self.lazy, self.locked,
+                       self.may_write)
 
     def continued_by(self, other: Mapping) -> bool:
         """Whether `other` starts where this ends and is the same in everything else (the two
@@ -73,7 +76,7 @@ class Mapping:
                 and self.share is other.share and self.obj is other.obj
                 and self.offset + (self.end - self.start) == other.offset
                 and self.name == other.name and self.lazy == other.lazy
-                and self.locked == other.locked)
+                and self.locked == other.locked and self.may_write == other.may_write)
 
     @property
     def length(self) -> int:
@@ -214,7 +217,7 @@ class MappingSet:
             a, b = self._maps[i], self._maps[i + 1]
             if a.continued_by(b):
                 self._maps[i] = Mapping(a.start, b.end, a.prot, a.share, a.obj, a.offset,
-                                        a.name, a.lazy, a.locked)
+                                        a.name, a.lazy, a.locked, a.may_write)
                 del self._maps[i + 1]
                 del self._starts[i + 1]
             else:

@@ -73,6 +73,11 @@ class AddressSpace:
         """All mappings in address order."""
         return self._mappings.mappings()
 
+    @property
+    def count(self) -> int:
+        """How many mappings there are (Linux's map_count)."""
+        return len(self._mappings)
+
     def overlaps(self, start: int, end: int) -> bool:
         """Whether any mapping intersects [start, end)."""
         return self._mappings.overlaps(start, end)

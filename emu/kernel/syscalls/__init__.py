@@ -186,7 +186,7 @@ class SyscallTable:
         """The table of `arch` with every registered handler."""
         from emu.kernel.syscalls import (family, fcntlcmds, fs, fsextra, fsmeta,  # noqa: F401
                                          fsmore, memory, poll,
-                                         proc, rw, signals, threads,        # (registers)
+                                         proc, rw, sched, signals, threads,  # (registers)
                                          identity, resources, shm, sockets, timers)
         table = cls(arch=arch, names=names_by_number(arch), on_unknown=on_unknown)
         for name, nr in TABLES[arch].items():

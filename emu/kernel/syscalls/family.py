@@ -3,12 +3,16 @@ process groups and sessions."""
 from __future__ import annotations
 
 import errno
+import os
+import stat as stat_mod
 import struct
 
 from emu.kernel.family import (P_ALL, P_PGID, P_PID, WCONTINUED, WEXITED, WNOHANG, WNOWAIT,
                                WUNTRACED, ChildFilter)
+from emu.kernel.perms import X_OK, may
 from emu.kernel.process import Process
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
+from emu.kernel.syscalls.fs import AT_FDCWD, resolve_arg
 
 CLONE_VM, CLONE_VFORK = 0x100, 0x4000
 CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x01000000
@@ -60,12 +64,21 @@ def _string_array(ctx: SyscallContext, addr: int) -> list[str]:
 @syscall("execve")
 def sys_execve(ctx: SyscallContext, path_ptr: int, argv_ptr: int, envp_ptr: int,
                *_: int) -> int | None:
-    """Replace the process image with a static ELF from the guest root."""
-    path = ctx.mem.read_cstring(path_ptr).decode("utf-8", "surrogateescape")
+    """Replace the process image with a static ELF from the guest root (EACCES without
+    execute permission, ETXTBSY while someone has the file open for writing)."""
+    canon, host = resolve_arg(ctx, AT_FDCWD & 0xFFFFFFFF, path_ptr)
     argv, envp = _string_array(ctx, argv_ptr), _string_array(ctx, envp_ptr)
-    root = ctx.proc.root
-    canon = root.canonical(path, ctx.proc.cwd, exe=ctx.proc.exe_path)
-    return ctx.family.exec(ctx.thread, canon, root.host_path(canon), argv, envp)
+    try:
+        st = os.stat(host)
+    except OSError as e:
+        return -(e.errno or errno.ENOENT)
+    creds = ctx.proc.creds
+    if not stat_mod.S_ISREG(st.st_mode) or \
+            not may(creds, st, ctx.proc.root.owner_of(st), X_OK):
+        return -errno.EACCES
+    if ctx.family.open_for_writing(st):
+        return -errno.ETXTBSY
+    return ctx.family.exec(ctx.thread, canon, host, argv, envp)
 
 
 def _filter(ctx: SyscallContext, pid: int) -> ChildFilter:
@@ -80,8 +93,10 @@ def sys_wait4(ctx: SyscallContext, pid: int, status: int, options: int, rusage: 
               *_: int) -> int | None:
     """Wait for a child to exit; its status word goes to `status`."""
     pid, options = to_int32(pid), options & 0xFFFFFFFF
-    if pid == -(1 << 31) or options & ~(WNOHANG | WUNTRACED | WCONTINUED | _WALL_FLAGS):
+    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | _WALL_FLAGS):
         return -errno.EINVAL
+    if pid == -(1 << 31):                   # -INT_MIN is no process group (Linux 4.10 on)
+        return -errno.ESRCH
     result = ctx.family.wait(ctx.thread, _filter(ctx, pid), status, options, siginfo=False)
     if rusage and result is not None and result > 0:
         ctx.mem.write(rusage, bytes(144))
@@ -126,7 +141,12 @@ def _target(ctx: SyscallContext, pid: int) -> Process | None:
     pid = to_int32(pid)
     if pid < 0:
         return None
-    return ctx.proc if pid == 0 else ctx.signals.find_process(pid)
+    if pid == 0:
+        return ctx.proc
+    procnto = ctx.signals.procnto           # pid 1: a process like any other to these calls
+    if procnto is not None and pid == procnto.pid:
+        return procnto
+    return ctx.signals.find_process(pid)
 
 
 @syscall("getpgid")

@@ -12,6 +12,7 @@ from emu.kernel.files import O_CLOEXEC, OpenFile
 from emu.kernel.locks import F_RDLCK, F_UNLCK, F_WRLCK, OFFSET_MAX, LockOwner, LockTable
 from emu.kernel.pipes import MAX_PIPE_SIZE, PipeEnd, pipe_size_for
 from emu.kernel.process import ThreadState
+from emu.kernel.resources import CAP_SYS_RESOURCE, capable
 from emu.kernel.signals import Restart
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 
@@ -32,6 +33,9 @@ def sys_fcntl(ctx: SyscallContext, fd: int, cmd: int, arg: int, *_: int) -> int:
     fd = to_int32(fd)
     fds = ctx.proc.fds
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        if not 0 <= to_int32(arg) < fds.limit:
+            fds.get(fd)                         # EBADF first
+            return -errno.EINVAL
         return fds.dup(fd, lowest=to_int32(arg), cloexec=cmd == F_DUPFD_CLOEXEC)
     if cmd == F_GETFD:
         return FD_CLOEXEC if fds.slot(fd).cloexec else 0
@@ -199,7 +203,7 @@ def _pipe_size(ctx: SyscallContext, file: OpenFile, cmd: int, arg: int) -> int:
     if request > 1 << 31:
         return -errno.EINVAL
     size = pipe_size_for(request)
-    if size > MAX_PIPE_SIZE and ctx.proc.creds.euid != 0:
+    if size > MAX_PIPE_SIZE and not capable(ctx.proc.creds, CAP_SYS_RESOURCE):
         return -errno.EPERM
     if not end.pipe.resize(size):
         return -errno.EBUSY

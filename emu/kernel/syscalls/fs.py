@@ -7,17 +7,20 @@ import errno
 import fcntl
 import os
 import posixpath
+import stat
 import struct
 import termios
 
 from emu.kernel.devices import is_device, open_device
 from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile, host_open_flags
+from emu.kernel.perms import may_search
 from emu.kernel.pipes import Pipe, PipeEnd
 from emu.kernel.procfs import ProcFs
 from emu.kernel.synthetic import is_magic_link
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 from emu.kernel.syscalls.fcntlcmds import release_locks
 from emu.kernel.syscalls.openspecial import check_open_permission, is_fifo, open_fifo, open_proc
+from emu.kernel.syscalls.rw import exceeds_fsize
 from emu.mm.uaccess import BadAddress
 
 AT_FDCWD = -100
@@ -51,11 +54,17 @@ def path_arg(ctx: SyscallContext, path_ptr: int) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def resolve_arg(ctx: SyscallContext, dirfd: int, path_ptr: int, follow: bool = True) -> tuple[str, str]:
-    """(guest canonical path, host path) of a path argument relative to `dirfd`."""
+def resolve_arg(ctx: SyscallContext, dirfd: int, path_ptr: int, follow: bool = True,
+                real_ids: bool = False) -> tuple[str, str]:
+    """(guest canonical path, host path) of a path argument relative to `dirfd`; EACCES
+    when the guest may not search a directory on the way (with its real ids for access(2),
+    else its file-system ids)."""
     path = path_arg(ctx, path_ptr)
     root = ctx.proc.root
     canon = root.canonical(path, _base_dir(ctx, dirfd), follow, exe=ctx.proc.exe_path)
+    if ctx.proc.creds.fsuid != 0 or ctx.proc.creds.uid != 0:
+        if not may_search(ctx.proc.creds, root, canon, real=real_ids):
+            raise OSError(errno.EACCES, "cannot search a directory on the way")
     return canon, root.host_path(canon)
 
 
@@ -76,11 +85,12 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
         check_open_permission(ctx, canon, host, flags, creates)
         if not creates and is_fifo(host) and not host_flags & (os.O_DIRECTORY | os.O_PATH):
             return open_fifo(ctx, canon, host, flags)     # (O_DIRECTORY: ENOTDIR at once)
-        fd = os.open(host, host_flags | os.O_CLOEXEC, mode & 0o7777 & ~ctx.proc.umask)
+        perm = mode & 0o7777 & ~ctx.proc.umask
+        fd = os.open(host, host_flags | os.O_CLOEXEC, perm)
         file = OpenFile(fd, canon, flags)
-        if creates:
+        if creates:                     # the guest's fsuid and fsgid own it, with its mode
             from emu.kernel.syscalls.fsextra import adopt_created   # (it imports this module)
-            adopt_created(ctx, host)        # the guest's fsuid and fsgid own it
+            adopt_created(ctx, host, perm)
     try:
         return ctx.proc.fds.install(file, cloexec=bool(flags & O_CLOEXEC))
     except OSError:
@@ -199,8 +209,16 @@ def sys_lseek(ctx: SyscallContext, fd: int, offset: int, whence: int, *_: int) -
 
 @syscall("ftruncate")
 def sys_ftruncate(ctx: SyscallContext, fd: int, length: int, *_: int) -> int:
-    """Set a file's size."""
-    os.ftruncate(ctx.proc.fds.get(to_int32(fd)).host_fd, to_signed(length))
+    """Set a file's size (EINVAL: negative, not a regular file open for writing; EFBIG and
+    SIGXFSZ past RLIMIT_FSIZE)."""
+    file = ctx.proc.fds.get(to_int32(fd))
+    length = to_signed(length)
+    if length < 0 or file.kernel_object is not None or file.guest_flags & 0o3 == 0 \
+            or not stat.S_ISREG(os.fstat(file.host_fd).st_mode):
+        return -errno.EINVAL
+    if exceeds_fsize(ctx, length):
+        return -errno.EFBIG
+    os.ftruncate(file.host_fd, length)
     return 0
 
 
@@ -217,6 +235,8 @@ def sys_fsync(ctx: SyscallContext, fd: int, *_: int) -> int:
 def sys_ioctl(ctx: SyscallContext, fd: int, request: int, arg: int, *_: int) -> int:
     """Terminal queries on a tty (TCGETS, TIOCGWINSZ); anything else is ENOTTY."""
     file = ctx.proc.fds.get(to_int32(fd))
+    if file.guest_flags & 0o10000000:               # O_PATH: no operations on the file
+        return -errno.EBADF
     request &= 0xFFFFFFFF
     if request == FIONREAD:
         end = file.kernel_object

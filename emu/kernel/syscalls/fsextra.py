@@ -19,10 +19,12 @@ import stat as stat_mod
 import struct
 
 from emu.kernel.process import Credentials
+from emu.kernel.resources import CAP_FSETID, capable
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 from emu.kernel.syscalls.fs import (AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, path_arg,
                                     resolve_arg)
 from emu.kernel.syscalls.proc import CLOCK_REALTIME_EPOCH_NS
+from emu.kernel.syscalls.rw import exceeds_fsize
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 _UNCHANGED = 0xFFFFFFFF                     # (uid_t)-1 / (gid_t)-1
@@ -72,9 +74,11 @@ def _target(ctx: SyscallContext, dirfd: int, path_ptr: int,
     return host, os.stat(host, follow_symlinks=follow), follow
 
 
-def adopt_created(ctx: SyscallContext, host: str) -> None:
+def adopt_created(ctx: SyscallContext, host: str, mode: int | None = None) -> None:
     """Give an object the guest just created at `host` the guest's fsuid and fsgid as owner
-    (the parent's group if the parent directory is set-group-ID), as Linux does."""
+    (the parent's group if the parent directory is set-group-ID), as Linux does; with `mode`,
+    set exactly those permission bits afterwards (the host's umask and chown play no part),
+    less S_ISGID on a file whose group the creator is not in (without CAP_FSETID)."""
     creds, root = ctx.proc.creds, ctx.proc.root
     try:
         st = os.lstat(host)
@@ -83,6 +87,12 @@ def adopt_created(ctx: SyscallContext, host: str) -> None:
         return
     gid = root.owner_of(parent)[1] if parent.st_mode & stat_mod.S_ISGID else creds.fsgid
     _set_owner(ctx, host, st, creds.fsuid, gid, follow=False)
+    if mode is None:
+        return
+    if mode & stat_mod.S_ISGID and not stat_mod.S_ISDIR(st.st_mode) \
+            and gid not in (creds.fsgid, *creds.groups) and not capable(creds, CAP_FSETID):
+        mode &= ~stat_mod.S_ISGID
+    os.chmod(host, mode)
 
 
 def _set_owner(ctx: SyscallContext, target: Target, st: os.stat_result, uid: int, gid: int,
@@ -293,6 +303,8 @@ def sys_truncate(ctx: SyscallContext, path_ptr: int, length: int, *_: int) -> in
         return -errno.EINVAL
     if not may_access(ctx, st, MAY_WRITE):
         return -errno.EACCES
+    if exceeds_fsize(ctx, length):
+        return -errno.EFBIG
     os.truncate(host, length)
     return 0
 
@@ -316,8 +328,7 @@ def sys_mknodat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, dev: 
                          | os.O_NOFOLLOW, perm))
     else:
         os.mknod(host, kind | perm)
-    os.chmod(host, perm)                    # exactly the guest's umask, not the host's
-    adopt_created(ctx, host)
+    adopt_created(ctx, host, perm)          # exactly the guest's umask, not the host's
     return 0
 
 

@@ -165,7 +165,7 @@ def sys_faccessat(ctx: SyscallContext, dirfd: int, path_ptr: int, mode: int, *_:
         return 0
     if mode & ~7:
         return -errno.EINVAL
-    canon, host = resolve_arg(ctx, dirfd, path_ptr)
+    canon, host = resolve_arg(ctx, dirfd, path_ptr, real_ids=True)
     st = os.stat(host)                      # ENOENT, ENOTDIR, ELOOP
     creds, root = ctx.proc.creds, ctx.proc.root
     if not may_search(creds, root, canon, real=True) or \

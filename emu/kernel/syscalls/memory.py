@@ -41,6 +41,9 @@ _WORD = 1 << 64
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 
+MAX_MAP_COUNT = 65530                   # vm.max_map_count's default (/proc/sys/vm/max_map_count)
+
+
 def _check_range(addr: int, length: int) -> int:
     """Page-aligned end of [addr, addr+length) inside user space, or EINVAL (munmap's rule)."""
     if addr % PAGE_SIZE or length == 0 or addr > TASK_SIZE or length > TASK_SIZE - addr:
@@ -89,10 +92,17 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         return -errno.EOVERFLOW
     share = Share.SHARED if kind in (MAP_SHARED, MAP_SHARED_VALIDATE) else Share.PRIVATE
     space = ctx.proc.space
-    zero_device = False
+    zero_device, may_write = False, True
     if not flags & MAP_ANONYMOUS:
         file = ctx.proc.fds.get(to_int32(fd))
+        if file.guest_flags & 0o10000000:           # O_PATH
+            return -errno.EBADF
         zero_device = file.guest_path == "/dev/zero"
+        mode = file.guest_flags & 0o3
+        if mode == os.O_WRONLY or (share is Share.SHARED and prot & PROT_WRITE
+                                   and mode != os.O_RDWR):
+            return -errno.EACCES
+        may_write = share is Share.PRIVATE or mode == os.O_RDWR
     if flags & MAP_ANONYMOUS or zero_device:
         obj: AnonymousMemory | CachedFileObject = AnonymousMemory()
         offset, name = 0, "[anon]"
@@ -100,10 +110,6 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
             obj = shared_anonymous(ctx, size)
             name = obj.name
     else:
-        mode = file.guest_flags & 0o3
-        if mode == os.O_WRONLY or (share is Share.SHARED and prot & PROT_WRITE
-                                   and mode != os.O_RDWR):
-            return -errno.EACCES
         if not stat.S_ISREG(os.fstat(file.host_fd).st_mode):
             return -errno.ENODEV
         cached = ctx.memory.page_cache.file_for(file.host_fd, file.guest_path)
@@ -128,9 +134,15 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
         if found is None:
             return -errno.ENOMEM
         start = found
-    lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE))
+    # A PROT_NONE mapping only reserves address space (guard pages, glibc's heap arenas,
+    # reservations a program later mprotects piece by piece): it commits nothing, its pages
+    # come at first touch after an mprotect, as MAP_LAZY ones do.
+    lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE)) or not prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+    if space.count >= MAX_MAP_COUNT:
+        return -errno.ENOMEM                # vm.max_map_count
     try:
-        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy))
+        space.insert(Mapping(start, start + size, prot, share, obj, offset, name, lazy=lazy,
+                             may_write=may_write))
     except OutOfFrames:
         return -errno.ENOMEM            # committing the frames failed: RAM is short
     if not ctx.memory.residency.new_mapping(ctx.proc, start, start + size, locked=bool(flags & MAP_LOCKED),
@@ -144,7 +156,12 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
 def sys_munmap(ctx: SyscallContext, addr: int, length: int, *_: int) -> int:
     """Remove mappings in a range (unmapped parts are fine)."""
     end = _check_range(addr, length)
-    ctx.proc.space.remove(addr, end)
+    space = ctx.proc.space
+    inside = space.find(addr)
+    if inside is not None and inside.start < addr and end < inside.end \
+            and space.count >= MAX_MAP_COUNT:
+        return -errno.ENOMEM                # splitting it would pass vm.max_map_count
+    space.remove(addr, end)
     return 0
 
 
@@ -169,6 +186,8 @@ def sys_mprotect(ctx: SyscallContext, addr: int, length: int, prot: int, *_: int
         covered = m.end
     if covered < end:
         return -errno.ENOMEM
+    if prot & PROT_WRITE and not all(m.may_write for m in space.mappings_in(addr, end)):
+        return -errno.EACCES                # a shared mapping of a file opened read-only
     space.protect(addr, end, prot)
     # locked pages that just became accessible are set up now, as mlock would have
     for m in space.mappings_in(addr, end):
@@ -332,7 +351,7 @@ def _move(ctx: SyscallContext, addr: int, old_len: int, new_addr: int, new_len: 
     try:
         if old_len == 0:                    # a second mapping of the same shared file pages
             space.insert(Mapping(new_addr, new_addr + new_len, m.prot, m.share, m.obj,
-                                 m.object_offset(addr), m.name, m.lazy))
+                                 m.object_offset(addr), m.name, m.lazy, may_write=m.may_write))
         else:
             space.move(m.clipped(addr, addr + old_len), new_addr, new_len, keep_old)
     except OutOfFrames:
@@ -460,6 +479,8 @@ def sys_msync(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) 
     start, end = _mapped_range(ctx, addr, length, wrap=errno.ENOMEM)
     space, memory, thread = ctx.proc.space, ctx.memory, ctx.thread
     invalidate = bool(flags & MS_INVALIDATE)
+    if invalidate and any(m.locked for m in space.mappings_in(start, end)):
+        return -errno.EBUSY                 # locked pages cannot be invalidated
     pages = space.dirty_file_pages(start, end)
     if not pages:
         space.sync(start, end, invalidate)

@@ -8,11 +8,14 @@ import stat as stat_mod
 from dataclasses import dataclass
 
 from emu.kernel.files import O_CLOEXEC, O_NONBLOCK, OpenFile
-from emu.kernel.perms import W_OK, X_OK, may, may_search, open_access
+from emu.kernel.perms import CAP_FOWNER, W_OK, X_OK, may, may_search, open_access
 from emu.kernel.pipes import PipeEnd
 from emu.kernel.process import ThreadState
 from emu.kernel.signals import Restart
 from emu.kernel.syscalls import SyscallContext
+
+
+O_NOATIME = 0o1000000                   # the same value on x86-64 and AArch64
 
 
 def check_open_permission(ctx: SyscallContext, canon: str, host: str, flags: int,
@@ -36,6 +39,9 @@ def check_open_permission(ctx: SyscallContext, canon: str, host: str, flags: int
         return                                  # the open itself reports it
     if flags & 0o10000000:                      # O_PATH: no access to the file itself
         return
+    if flags & O_NOATIME and creds.fsuid != root.owner_of(st)[0] \
+            and not getattr(creds, "cap_effective", 0) >> CAP_FOWNER & 1:
+        raise OSError(errno.EPERM, "O_NOATIME on a file one does not own")
     if not may(creds, st, root.owner_of(st), open_access(flags)):
         raise OSError(errno.EACCES, "permission denied")
 
@@ -119,6 +125,10 @@ def open_proc(ctx: SyscallContext, path: str, flags: int, host_flags: int) -> Op
     if host_flags & os.O_DIRECTORY:
         raise OSError(errno.ENOTDIR, "not a directory")
     fd = os.memfd_create("proc", os.MFD_CLOEXEC)
+    if entry.kind == "sparse":                  # (pagemap) mostly holes, read as zeros
+        os.ftruncate(fd, entry.size)
+        for offset, chunk in entry.chunks:
+            os.pwrite(fd, chunk, offset)
     os.write(fd, entry.data)
     os.lseek(fd, 0, os.SEEK_SET)
     return OpenFile(fd, path, flags)

@@ -9,8 +9,12 @@ a retried call does not wait longer than asked. A signal ends the wait with
 EINTR (poll and select are not restarted after a handler, as on Linux:
 -ERESTARTNOHAND). ppoll and pselect6 install their signal mask for the wait.
 
-epoll is level-triggered; EPOLLET is accepted and treated as level-triggered, and
-EPOLLONESHOT disarms an entry once it is reported.
+epoll entries are level-triggered unless EPOLLET: an edge-triggered entry is reported
+again only after one of its wait queues was woken since (a write, a read, a close: see
+WaitQueue.generation). EPOLLONESHOT disarms an entry once it is reported, and reported
+entries go to the back of the list, so that a caller with a small `maxevents` sees every
+ready descriptor in turn (Linux's ready-list rotation). A waiter on an EPOLLEXCLUSIVE
+entry is woken alone.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from emu.kernel.waitq import WaitQueue
 
 MAX_FDS = 1024
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
+_UNPOLLABLE = ("/dev/null", "/dev/zero", "/dev/full")     # Linux's mem devices: no ->poll
 EPOLLONESHOT, EPOLLET, EPOLLEXCLUSIVE = 1 << 30, 1 << 31, 1 << 28
 _EVENT_SIZE = {"x86_64": 12, "aarch64": 16}     # struct epoll_event is packed on x86-64
 _SELECT_READ = POLLIN | POLLHUP | POLLERR
@@ -70,13 +75,16 @@ def _finish(ctx: SyscallContext, call: PollCall) -> None:
         sig.saved_mask = None
 
 
-def _wait_or_finish(ctx: SyscallContext, call: PollCall, queues: list[WaitQueue]) -> bool:
-    """Block the caller (True), or finish the call if its time is up (False)."""
+def _wait_or_finish(ctx: SyscallContext, call: PollCall, queues: list[WaitQueue],
+                    exclusive: frozenset[int] = frozenset()) -> bool:
+    """Block the caller (True; alone on the queues in `exclusive`), or finish the call if
+    its time is up (False)."""
     if call.deadline is not None and ctx.clock.now() >= call.deadline:
         _finish(ctx, call)
         return False
     ctx.thread.resume = call
-    ctx.blocking.wait(ctx.thread, queues, ThreadState.REPLY, call.deadline, _no_restart)
+    ctx.blocking.wait(ctx.thread, queues, ThreadState.REPLY, call.deadline, _no_restart,
+                      exclusive)
     return True
 
 
@@ -213,9 +221,13 @@ def sys_pselect6(ctx: SyscallContext, nfds: int, rd: int, wr: int, ex: int, tsp:
     return result
 
 
+STICKY_TIMEOUTS = 0x4000000        # personality(2): select leaves its timeout alone
+
+
 def _write_left(ctx: SyscallContext, result: int | None, addr: int, usec: bool) -> None:
     call = ctx.thread.resume
-    if result is None or not addr or not isinstance(call, PollCall) or call.deadline is None:
+    if result is None or not addr or not isinstance(call, PollCall) or call.deadline is None \
+            or ctx.proc.res.personality & STICKY_TIMEOUTS:
         return
     sec, ns = divmod(_left_ns(ctx, call), 10**9)
     ctx.mem.write(addr, struct.pack("<qq", sec, ns // 1000 if usec else ns))
@@ -231,6 +243,7 @@ class Interest:
     events: int
     data: int
     armed: bool = True
+    seen: int = -1          # EPOLLET: the queues' generation when it was last reported
 
 
 @dataclass(eq=False)
@@ -241,8 +254,9 @@ class Epoll(Watchable):
     interests: dict[int, Interest] = field(default_factory=dict)
 
     def ready(self, fds: dict[int, OpenFile]) -> list[tuple[int, Interest, int]]:
-        """(fd, interest, revents) of each armed entry that is ready now (entries whose
-        descriptor was closed or reused are dropped)."""
+        """(fd, interest, revents) of each armed entry that is ready now, and for EPOLLET has
+        had an event since it was last reported (entries whose descriptor was closed or reused
+        are dropped)."""
         out = []
         for fd, interest in list(self.interests.items()):
             if fds.get(fd) is not interest.file:
@@ -250,9 +264,24 @@ class Epoll(Watchable):
                 continue
             if interest.armed:
                 revents = events_of(interest.file, interest.events)
-                if revents:
+                if revents and not (interest.events & EPOLLET
+                                    and self.generation(interest) == interest.seen):
                     out.append((fd, interest, revents))
         return out
+
+    def generation(self, interest: Interest) -> int:
+        """How many wakes the queues of `interest`'s descriptor have seen."""
+        return sum(q.generation for q in queues_of(interest.file, interest.events, self.host))
+
+    def reported(self, fd: int, interest: Interest) -> None:
+        """`interest` was handed to the caller: disarm (EPOLLONESHOT), note the edge
+        (EPOLLET), and move it to the back of the list."""
+        if interest.events & EPOLLONESHOT:
+            interest.armed = False
+        if interest.events & EPOLLET:
+            interest.seen = self.generation(interest)
+        del self.interests[fd]
+        self.interests[fd] = interest
 
     def events(self, wanted: int) -> int:
         """POLLIN when an entry is ready."""
@@ -263,6 +292,12 @@ class Epoll(Watchable):
         """Every watched descriptor's queues."""
         return [q for i in self.interests.values() if i.armed
                 for q in queues_of(i.file, i.events, self.host)]
+
+    def exclusive_queues(self) -> frozenset[int]:
+        """id() of the queues of EPOLLEXCLUSIVE entries (a waiter there is woken alone)."""
+        return frozenset(id(q) for i in self.interests.values()
+                         if i.armed and i.events & EPOLLEXCLUSIVE
+                         for q in queues_of(i.file, i.events, self.host))
 
     def release(self) -> None:
         """The instance's last descriptor closed."""
@@ -340,8 +375,8 @@ def sys_epoll_ctl(ctx: SyscallContext, epfd: int, op: int, fd: int, event: int, 
     raw = b""
     if op != EPOLL_CTL_DEL:
         raw = ctx.mem.read(event, _EVENT_SIZE[ctx.arch])
-    if file.kernel_object is None and not file.may_block:
-        return -errno.EPERM                     # regular files cannot be polled
+    if file.kernel_object is None and (not file.may_block or file.guest_path in _UNPOLLABLE):
+        return -errno.EPERM                     # regular files and mem devices cannot be polled
     ep = epoll_file.kernel_object
     if file is epoll_file or not isinstance(ep, Epoll):
         return -errno.EINVAL
@@ -382,16 +417,17 @@ def _epoll_wait(ctx: SyscallContext, epfd: int, events: int, maxevents: int,
     table = {fd: file for fd in ep.interests
              if (file := _get_or_none(ctx, fd)) is not None}
     ready = ep.ready(table)[:maxevents]
-    if ready or timeout_ns == 0 or not _wait_or_finish(ctx, call, ep.queues(POLLIN)):
+    if ready or timeout_ns == 0 or not _wait_or_finish(ctx, call, ep.queues(POLLIN),
+                                                       ep.exclusive_queues()):
         _finish(ctx, call)
         size = _EVENT_SIZE[ctx.arch]
         out = bytearray(size * len(ready))
         for k, (_fd, interest, revents) in enumerate(ready):
             struct.pack_into("<I", out, k * size, revents)
             struct.pack_into("<Q", out, k * size + (4 if size == 12 else 8), interest.data)
-            if interest.events & EPOLLONESHOT:
-                interest.armed = False
         ctx.mem.write(events, bytes(out))
+        for fd, interest, _revents in ready:
+            ep.reported(fd, interest)
         return len(ready)
     return None
 

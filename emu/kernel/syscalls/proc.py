@@ -170,9 +170,13 @@ def sys_time(ctx: SyscallContext, tloc: int, *_: int) -> int:
 
 @syscall("sched_getaffinity", inline=True)
 def sys_sched_getaffinity(ctx: SyscallContext, pid: int, size: int, mask: int, *_: int) -> int:
-    """One CPU."""
-    if size < 8:
+    """One CPU (EINVAL for a size not a multiple of 8; ESRCH for no such thread)."""
+    size = size & 0xFFFFFFFF
+    if size < 8 or size % 8:
         return -errno.EINVAL
+    pid = to_int32(pid)
+    if pid < 0 or (pid and ctx.threads.find_thread(pid) is None):
+        return -errno.ESRCH
     ctx.mem.write(mask, struct.pack("<Q", 1))
     return 8
 

@@ -65,6 +65,8 @@ def _set_limit(ctx: SyscallContext, proc: Process, resource: int, addr: int,
         ctx.mem.write(old, struct.pack("<QQ", *previous))
     if new is not None:
         limits[resource] = (new[0], new[1])
+        if resource == RLIMIT_NOFILE:
+            proc.fds.limit = min(new[0], NR_OPEN)
     return 0
 
 

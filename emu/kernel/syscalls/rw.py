@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat as stat_mod
 import struct
 
 from emu.kernel.devices import SeededRandom
@@ -22,15 +23,17 @@ from emu.kernel.files import OpenFile
 from emu.kernel.hostio import POLLIN, POLLOUT, host_events
 from emu.kernel.pipes import BrokenPipe, PipeEnd
 from emu.kernel.process import ThreadState
-from emu.kernel.signals import SI_USER, SigInfo
+from emu.kernel.resources import RLIM_INFINITY, RLIMIT_FSIZE
+from emu.kernel.signals import SI_KERNEL, SI_USER, SigInfo
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32, to_signed
 from emu.kernel.waitq import eintr
 
-IO_CHUNK = 1 << 20          # largest single host read/write per call (partial I/O is allowed)
+IO_CHUNK = 1 << 20          # host memory one read or write step uses (regular files take many)
 MAX_RW_COUNT = 0x7FFFF000   # Linux's cap on one read or write
 IOV_MAX = 1024
 SSIZE_MAX = (1 << 63) - 1
 O_PATH = 0o10000000
+O_APPEND = 0o2000                  # the same value on x86-64 and AArch64
 
 
 def _file(ctx: SyscallContext, fd: int) -> OpenFile:
@@ -89,7 +92,36 @@ def write_to(ctx: SyscallContext, file: OpenFile, data: bytes,
             raise OSError(errno.EAGAIN, "no room")
         ctx.blocking.wait(ctx.thread, [ctx.host.queue(file.host_fd, POLLOUT)], ThreadState.REPLY)
         return None
+    data = within_fsize(ctx, file, data, offset)
     return ctx.memory.page_cache.write(file.host_fd, data, offset)
+
+
+def exceeds_fsize(ctx: SyscallContext, end: int) -> bool:
+    """Whether a file would grow past the caller's RLIMIT_FSIZE to `end` bytes; if so the
+    thread gets SIGXFSZ (the call then fails with EFBIG, as Linux's)."""
+    limit = ctx.proc.res.limits[RLIMIT_FSIZE][0]
+    if end <= limit:
+        return False
+    ctx.signals.send(ctx.proc, SigInfo(signal.SIGXFSZ, SI_KERNEL), ctx.thread)
+    return True
+
+
+def within_fsize(ctx: SyscallContext, file: OpenFile, data: bytes,
+                 offset: int | None) -> bytes:
+    """The part of a write to a regular file that RLIMIT_FSIZE allows: all of it, the part
+    below the limit (a short write), or EFBIG with SIGXFSZ when it starts at the limit."""
+    limit = ctx.proc.res.limits[RLIMIT_FSIZE][0]
+    if limit == RLIM_INFINITY or not data:
+        return data
+    start = offset if offset is not None else (
+        os.fstat(file.host_fd).st_size if file.guest_flags & O_APPEND
+        else os.lseek(file.host_fd, 0, os.SEEK_CUR))
+    if start + len(data) <= limit or not stat_mod.S_ISREG(os.fstat(file.host_fd).st_mode):
+        return data
+    if start >= limit:
+        exceeds_fsize(ctx, start + len(data))
+        raise OSError(errno.EFBIG, "file size limit")
+    return data[:limit - start]
 
 
 def _pipe_write(ctx: SyscallContext, file: OpenFile, end: PipeEnd, data: bytes) -> int | None:
@@ -129,34 +161,70 @@ def _offset(offset: int) -> int:
     return offset
 
 
+def _is_regular(file: OpenFile) -> bool:
+    """A regular file (or directory): its reads and writes are whole, done chunk by chunk."""
+    return file.kernel_object is None and not file.may_block
+
+
+def _read_whole(ctx: SyscallContext, file: OpenFile, buf: int, count: int,
+                offset: int | None) -> int | None:
+    """read/pread of `count` bytes into `buf`: all of them from a regular file (up to its
+    end), IO_CHUNK bytes of host memory at a time; one partial read from anything else."""
+    count = min(count, MAX_RW_COUNT)
+    done = 0
+    while True:
+        want = min(count - done, IO_CHUNK)
+        data = read_from(ctx, file, want, None if offset is None else offset + done)
+        if data is None:
+            return None
+        ctx.mem.write(buf + done, data)
+        done += len(data)
+        if len(data) < want or done >= count or not _is_regular(file):
+            return done
+
+
+def _write_whole(ctx: SyscallContext, file: OpenFile, buf: int, count: int,
+                 offset: int | None) -> int | None:
+    """write/pwrite of `count` bytes from `buf`: all of them to a regular file (unless a
+    limit cuts it short), IO_CHUNK bytes at a time; a pipe's write whole (its own rules)."""
+    count = min(count, MAX_RW_COUNT)
+    if isinstance(file.kernel_object, PipeEnd) or not _is_regular(file):
+        limit = count if isinstance(file.kernel_object, PipeEnd) else min(count, IO_CHUNK)
+        return write_to(ctx, file, ctx.mem.read(buf, limit), offset)
+    done = 0
+    while True:
+        want = min(count - done, IO_CHUNK)
+        try:
+            n = write_to(ctx, file, ctx.mem.read(buf + done, want),
+                         None if offset is None else offset + done)
+        except OSError:
+            if done:
+                return done                 # (EFBIG, ENOSPC after some bytes: a short write)
+            raise
+        assert n is not None, "a regular file never waits"
+        done += n
+        if n < want or done >= count:
+            return done
+
+
 @syscall("read")
 def sys_read(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int | None:
     """Read from a descriptor into guest memory."""
-    data = read_from(ctx, _file(ctx, fd), _count(count))
-    if data is None:
-        return None
-    ctx.mem.write(buf, data)
-    return len(data)
+    return _read_whole(ctx, _file(ctx, fd), buf, _count(count), None)
 
 
 @syscall("write")
 def sys_write(ctx: SyscallContext, fd: int, buf: int, count: int, *_: int) -> int | None:
     """Write guest memory to a descriptor."""
-    file = _file(ctx, fd)
-    count = min(_count(count), MAX_RW_COUNT)
-    if not isinstance(file.kernel_object, PipeEnd):
-        count = min(count, IO_CHUNK)
-    return write_to(ctx, file, ctx.mem.read(buf, count))
+    return _write_whole(ctx, _file(ctx, fd), buf, _count(count), None)
 
 
 @syscall("pread64")
 def sys_pread64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
     """Read at an offset without moving the file position."""
-    file = _file(ctx, fd)
-    data = read_from(ctx, file, _count(count), _offset(offset))
-    assert data is not None, "a positioned read never waits"
-    ctx.mem.write(buf, data)
-    return len(data)
+    n = _read_whole(ctx, _file(ctx, fd), buf, _count(count), _offset(offset))
+    assert n is not None, "a positioned read never waits"
+    return n
 
 
 @syscall("pwrite64")
@@ -164,10 +232,10 @@ def sys_pwrite64(ctx: SyscallContext, fd: int, buf: int, count: int, offset: int
     """Write at an offset without moving the file position."""
     file = _file(ctx, fd)
     offset = _offset(offset)
-    count = min(_count(count), IO_CHUNK)
-    if offset + count > SSIZE_MAX:
+    count = _count(count)
+    if offset + min(count, IO_CHUNK) > SSIZE_MAX:
         raise OSError(errno.EFBIG, "past the largest offset")
-    written = write_to(ctx, file, ctx.mem.read(buf, count), offset)
+    written = _write_whole(ctx, file, buf, count, offset)
     assert written is not None, "a positioned write never waits"
     return written
 

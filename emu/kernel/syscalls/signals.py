@@ -10,9 +10,10 @@ import signal
 import struct
 
 from emu.kernel.process import Process, Thread, ThreadState
+from emu.kernel.resources import RLIMIT_SIGPENDING, capable
 from emu.kernel.signals import (SI_TKILL, SI_USER, SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK,
-                                SIGSET_SIZE, UNBLOCKABLE, AltStack, Restart, SigAction, SigInfo,
-                                deliverable, dequeue, valid_signal)
+                                SIGSET_SIZE, UNBLOCKABLE, AltStack, Overflow, Restart, SigAction,
+                                SigInfo, deliverable, dequeue, queue_overflow, valid_signal)
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.kernel.syscalls.threads import read_timespec
 from emu.kernel.timers import Timer
@@ -181,50 +182,110 @@ def sys_rt_sigtimedwait(ctx: SyscallContext, wanted_addr: int, info_addr: int, t
 
 
 # ---- sending ----
+#
+# As Linux's kernel/signal.c: a pid names any thread, and kill() and sigqueue() signal the
+# whole process of the thread it names; a sender without CAP_KILL whose real or effective
+# uid is neither the target's real nor its saved uid may not signal it (EPERM), except
+# SIGCONT within its session; beyond the target user's RLIMIT_SIGPENDING a real-time signal
+# sent other than by kill() fails with EAGAIN, and others lose their siginfo.
 
-def _sendable(ctx: SyscallContext, signo: int) -> bool:
+CAP_KILL = 5
+
+
+def _process_of(ctx: SyscallContext, pid: int) -> Process | None:
+    """The live guest process with a thread `pid` (procnto is not one)."""
+    thread = ctx.threads.find_thread(pid) if pid > 0 else None
+    if thread is None or thread.process is ctx.signals.procnto or not thread.process.alive:
+        return None
+    return thread.process
+
+
+def _may_signal(ctx: SyscallContext, target: Process, signo: int) -> bool:
+    """Linux's check_kill_permission for a signal a user sends."""
+    me, them = ctx.proc.creds, target.creds
+    if target is ctx.proc or capable(me, CAP_KILL):
+        return True
+    if {me.uid, me.euid} & {them.uid, them.suid}:
+        return True
+    return signo == signal.SIGCONT and target.sid == ctx.proc.sid
+
+
+def _queued_by_user(ctx: SyscallContext, uid: int) -> int:
+    """How many signals are queued for the processes of real user `uid`."""
+    return sum(p.sig.shared.count + sum(t.sig.pending.count for t in p.live_threads())
+               for p in ctx.signals.processes if p.alive and p.creds.uid == uid)
+
+
+def _overflow(ctx: SyscallContext, proc: Process, thread: Thread | None,
+              info: SigInfo) -> Overflow:
+    """What RLIMIT_SIGPENDING does to `info` sent to `proc` (or its `thread`)."""
+    live = proc.live_threads()
+    target = thread or (live[0] if live else None)
+    if target is None or (proc.sig.action(info.signo).ignores(info.signo)
+                          and not target.sig.really_blocks(info.signo)):
+        return Overflow.QUEUED              # discarded, never queued
+    limit = proc.res.limits[RLIMIT_SIGPENDING][0]
+    return queue_overflow(info, _queued_by_user(ctx, proc.creds.uid), limit)
+
+
+def _send(ctx: SyscallContext, proc: Process, info: SigInfo, thread: Thread | None = None) -> int:
+    """Send `info` (signal 0: only check) to `proc`, or to its `thread`: 0 or -errno."""
+    signo = info.signo
     if signo and not valid_signal(signo):
-        raise OSError(errno.EINVAL, "bad signal")
-    return signo != 0
+        return -errno.EINVAL
+    if not _may_signal(ctx, proc, signo):
+        return -errno.EPERM
+    if signo:
+        overflow = _overflow(ctx, proc, thread, info)
+        if overflow is Overflow.REFUSED:
+            return -errno.EAGAIN
+        if overflow is Overflow.LOST:
+            info = SigInfo(signo, SI_USER, lost=True)
+        ctx.signals.send(proc, info, thread)
+    return 0
 
 
 @syscall("kill")
 def sys_kill(ctx: SyscallContext, pid: int, sig: int, *_: int) -> int:
-    """Send a signal to a process (pid > 0), the caller's process group (0), a process group
-    (-pgid) or every other guest process (-1)."""
+    """Send a signal to a process (pid > 0: the process of that thread), the caller's process
+    group (0), a process group (-pgid) or every other guest process (-1)."""
     pid, signo = to_int32(pid), to_int32(sig)
     if pid == -(1 << 31):
         return -errno.ESRCH
-    send = _sendable(ctx, signo)
     signals = ctx.signals
-    if pid == -1:
-        targets = [p for p in signals.processes
-                   if p.alive and p is not ctx.proc and p is not signals.procnto]
-    elif pid == signals.procnto.pid:
+    info = SigInfo(signo, SI_USER, pid=ctx.proc.pid, uid=ctx.proc.uid)
+    if pid == signals.procnto.pid:
         return -errno.EPERM
-    elif pid <= 0:
-        targets = ctx.family.group_members(ctx.proc.pgid if pid == 0 else -pid)
-    else:
-        target = signals.find_process(pid)
-        targets = [target] if target is not None else []
-    if not targets:
-        return -errno.ESRCH
-    if send:
-        for proc in targets:
-            signals.send(proc, SigInfo(signo, SI_USER, pid=ctx.proc.pid, uid=ctx.proc.uid))
-    return 0
+    if pid > 0:
+        target = _process_of(ctx, pid)
+        return -errno.ESRCH if target is None else _send(ctx, target, info)
+    if pid == -1:                           # every process but init and the caller
+        result, found = 0, False
+        for proc in [p for p in signals.processes
+                     if p.alive and p is not ctx.proc and p is not signals.procnto]:
+            found = True
+            error = _send(ctx, proc, info)
+            if error != -errno.EPERM:
+                result = error
+        return result if found else -errno.ESRCH
+    result, success = -errno.ESRCH, False   # a process group: success if any took it
+    for proc in ctx.family.group_members(ctx.proc.pgid if pid == 0 else -pid):
+        result = _send(ctx, proc, info)
+        success = success or result == 0
+    return 0 if success else result
 
 
-def _send_to_thread(ctx: SyscallContext, thread: Thread | None, signo: int) -> int:
-    signals = ctx.signals
-    if thread is None:
+def _send_to_thread(ctx: SyscallContext, thread: Thread | None, info: SigInfo) -> int:
+    """tkill, tgkill, rt_tgsigqueueinfo: `info` for one thread."""
+    if thread is None or not thread.process.alive:
         return -errno.ESRCH
-    if thread.process is signals.procnto:
+    if thread.process is ctx.signals.procnto:
         return -errno.EPERM
-    if _sendable(ctx, signo):
-        signals.send(thread.process, SigInfo(signo, SI_TKILL, pid=ctx.proc.pid, uid=ctx.proc.uid),
-                     thread)
-    return 0
+    return _send(ctx, thread.process, info, thread)
+
+
+def _tkill_info(ctx: SyscallContext, sig: int) -> SigInfo:
+    return SigInfo(to_int32(sig), SI_TKILL, pid=ctx.proc.pid, uid=ctx.proc.uid)
 
 
 @syscall("tgkill")
@@ -236,7 +297,7 @@ def sys_tgkill(ctx: SyscallContext, tgid: int, tid: int, sig: int, *_: int) -> i
     thread = ctx.threads.find_thread(tid)
     if thread is not None and thread.process.pid != tgid:
         thread = None
-    return _send_to_thread(ctx, thread, to_int32(sig))
+    return _send_to_thread(ctx, thread, _tkill_info(ctx, sig))
 
 
 @syscall("tkill")
@@ -245,7 +306,7 @@ def sys_tkill(ctx: SyscallContext, tid: int, sig: int, *_: int) -> int:
     tid = to_int32(tid)
     if tid <= 0:
         return -errno.EINVAL
-    return _send_to_thread(ctx, ctx.threads.find_thread(tid), to_int32(sig))
+    return _send_to_thread(ctx, ctx.threads.find_thread(tid), _tkill_info(ctx, sig))
 
 
 # ---- queueing a signal with its siginfo ----
@@ -262,16 +323,13 @@ def _user_siginfo(ctx: SyscallContext, signo: int, addr: int, target_tid: int) -
 
 @syscall("rt_sigqueueinfo")
 def sys_rt_sigqueueinfo(ctx: SyscallContext, tgid: int, sig: int, uinfo: int, *_: int) -> int:
-    """Queue a signal with a caller-made siginfo (sigqueue) to process `tgid`."""
+    """Queue a signal with a caller-made siginfo (sigqueue) to the process of thread `tgid`."""
     pid, signo = to_int32(tgid), to_int32(sig)
     info = _user_siginfo(ctx, signo, uinfo, pid)
-    signals = ctx.signals
-    target = signals.find_process(pid) if pid > 0 else None
-    if target is None:
-        return -errno.EPERM if pid == signals.procnto.pid else -errno.ESRCH
-    if _sendable(ctx, signo):
-        signals.send(target, info)
-    return 0
+    if pid == ctx.signals.procnto.pid:
+        return -errno.EPERM
+    target = _process_of(ctx, pid)
+    return -errno.ESRCH if target is None else _send(ctx, target, info)
 
 
 @syscall("rt_tgsigqueueinfo")
@@ -283,10 +341,6 @@ def sys_rt_tgsigqueueinfo(ctx: SyscallContext, tgid: int, tid: int, sig: int, ui
         return -errno.EINVAL
     info = _user_siginfo(ctx, signo, uinfo, tid)
     thread = ctx.threads.find_thread(tid)
-    if thread is None or thread.process.pid != tgid:
-        return -errno.ESRCH
-    if thread.process is ctx.signals.procnto:
-        return -errno.EPERM
-    if _sendable(ctx, signo):
-        ctx.signals.send(thread.process, info, thread)
-    return 0
+    if thread is not None and thread.process.pid != tgid:
+        thread = None
+    return _send_to_thread(ctx, thread, info)

@@ -1,12 +1,12 @@
-"""Threads, futexes, scheduling and sleeping (waits a signal can interrupt)."""
+"""Threads, futexes and sleeping (waits a signal can interrupt); the scheduling calls are in
+emu/kernel/syscalls/sched.py."""
 from __future__ import annotations
 
 import errno
 import struct
 
 from emu.kernel.futex import FUTEX_BITSET_MATCH_ANY, FutexTable, Waiter
-from emu.kernel.process import SchedPolicy, Thread, ThreadState
-from emu.kernel.sched import MAX_PRIORITY, MIN_PRIORITY
+from emu.kernel.process import ThreadState
 from emu.kernel.signals import Restart
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.kernel.syscalls.family import clone_process
@@ -155,118 +155,3 @@ def sys_clock_nanosleep(ctx: SyscallContext, clock_id: int, flags: int, req: int
     ctx.threads.sleep_until(ctx.thread, clock.cycles(target),
                        0 if flags & TIMER_ABSTIME else rem)
     return None
-
-
-# ---- scheduling ----
-
-def _target(ctx: SyscallContext, pid: int) -> Thread:
-    pid = to_int32(pid)
-    if pid < 0:
-        raise OSError(errno.EINVAL, "negative pid")
-    if pid == 0:
-        return ctx.thread
-    thread = ctx.threads.find_thread(pid)
-    if thread is None:
-        raise OSError(errno.ESRCH, "no such thread")
-    return thread
-
-
-_TIME_SHARING = (SchedPolicy.OTHER, SchedPolicy.BATCH, SchedPolicy.IDLE)
-
-
-def _apply(ctx: SyscallContext, thread: Thread, policy: SchedPolicy, priority: int) -> int:
-    if policy in _TIME_SHARING:
-        if priority != 0:
-            return -errno.EINVAL
-        priority = ctx.threads.default_priority
-    elif not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        return -errno.EINVAL
-    ctx.threads.sched.set_params(thread, policy, priority)
-    return 0
-
-
-def _policy(value: int) -> SchedPolicy:
-    try:
-        return SchedPolicy(to_int32(value))
-    except ValueError:
-        raise OSError(errno.EINVAL, "unknown policy") from None
-
-
-@syscall("sched_setscheduler")
-def sys_sched_setscheduler(ctx: SyscallContext, pid: int, policy: int, param: int, *_: int) -> int:
-    """Set a thread's policy and priority (1-255 for FIFO and RR, as QNX allows)."""
-    thread = _target(ctx, pid)
-    prio = struct.unpack("<i", ctx.mem.read(param, 4))[0]
-    return _apply(ctx, thread, _policy(policy), prio)
-
-
-@syscall("sched_setparam")
-def sys_sched_setparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> int:
-    """Set a thread's priority, keeping its policy."""
-    thread = _target(ctx, pid)
-    prio = struct.unpack("<i", ctx.mem.read(param, 4))[0]
-    return _apply(ctx, thread, thread.policy, prio)
-
-
-@syscall("sched_getscheduler", inline=True)
-def sys_sched_getscheduler(ctx: SyscallContext, pid: int, *_: int) -> int:
-    """A thread's policy."""
-    return int(_target(ctx, pid).policy)
-
-
-@syscall("sched_getparam", inline=True)
-def sys_sched_getparam(ctx: SyscallContext, pid: int, param: int, *_: int) -> int:
-    """A thread's (base) priority."""
-    ctx.mem.write(param, struct.pack("<i", _target(ctx, pid).base_priority))
-    return 0
-
-
-@syscall("sched_get_priority_max", inline=True)
-def sys_sched_get_priority_max(ctx: SyscallContext, policy: int, *_: int) -> int:
-    """255 for FIFO and RR; 0 for OTHER, BATCH and IDLE (as Linux reports)."""
-    return 0 if _policy(policy) in _TIME_SHARING else MAX_PRIORITY
-
-
-@syscall("sched_get_priority_min", inline=True)
-def sys_sched_get_priority_min(ctx: SyscallContext, policy: int, *_: int) -> int:
-    """1 for FIFO and RR; 0 for OTHER, BATCH and IDLE."""
-    return 0 if _policy(policy) in _TIME_SHARING else MIN_PRIORITY
-
-
-SCHED_ATTR_SIZE_VER0 = 48          # struct sched_attr of Linux 4.13 (48) and later (56)
-SCHED_ATTR_SIZE_MAX = 4096
-
-
-@syscall("sched_getattr")
-def sys_sched_getattr(ctx: SyscallContext, pid: int, attr: int, size: int, flags: int,
-                      *_: int) -> int:
-    """A thread's struct sched_attr (policy, priority; nice 0; no deadline parameters)."""
-    size = to_int32(size)
-    if not attr or flags or size < SCHED_ATTR_SIZE_VER0 or size > SCHED_ATTR_SIZE_MAX:
-        return -errno.EINVAL
-    thread = _target(ctx, pid)
-    rt = thread.policy not in _TIME_SHARING
-    body = struct.pack("<IIQiIQQQII", min(size, 56), thread.policy.value, 0, 0,
-                       thread.base_priority if rt else 0, 0, 0, 0, 0, 1024)
-    ctx.mem.write(attr, body[:min(size, 56)])
-    return 0
-
-
-@syscall("sched_setattr")
-def sys_sched_setattr(ctx: SyscallContext, pid: int, attr: int, flags: int, *_: int) -> int:
-    """Set a thread's policy and priority from a struct sched_attr (SCHED_DEADLINE: EINVAL)."""
-    if not attr or flags:
-        return -errno.EINVAL
-    size = struct.unpack("<I", ctx.mem.read(attr, 4))[0] or SCHED_ATTR_SIZE_VER0
-    if size < SCHED_ATTR_SIZE_VER0 or size > SCHED_ATTR_SIZE_MAX:
-        ctx.mem.write(attr, struct.pack("<I", 56))
-        return -errno.E2BIG
-    _size, policy, _flags, _nice, priority = struct.unpack("<IIQiI", ctx.mem.read(attr, 24))
-    return _apply(ctx, _target(ctx, pid), _policy(policy), priority)
-
-
-@syscall("sched_yield")
-def sys_sched_yield(ctx: SyscallContext, *_: int) -> int:
-    """Go to the end of the ready queue of one's priority."""
-    ctx.threads.sched.yield_cpu(ctx.thread)
-    return 0

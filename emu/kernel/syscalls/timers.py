@@ -204,8 +204,9 @@ def sys_timer_settime(ctx: SyscallContext, timerid: int, flags: int, new: int, o
         table.arm(timer, None, 0)
         return 0
     if flags & TIMER_ABSTIME:
+        # (a wall-clock time before the machine booted lies before 0: its expiries count
+        # from then, as the overrun of a timer set far in the past must)
         expires = value - (CLOCK_REALTIME_EPOCH_NS if timer.clock_id in _WALL_CLOCKS else 0)
-        expires = max(expires, 0)
     else:
         expires = table.now(timer) + value
     table.arm(timer, expires, interval)
