@@ -294,8 +294,8 @@ def main() -> int:
         parser.error("--spinners: counts from 0 to 64")
     if opts.pages < 1:
         parser.error("--pages must be at least 1")
-    if not SPINNER_PRIO < opts.high_prio <= 255:
-        parser.error(f"--high-prio must be above {SPINNER_PRIO} and at most 255")
+    if not SPINNER_PRIO < opts.high_prio <= 99:     # Linux's SCHED_FIFO/RR range
+        parser.error(f"--high-prio must be above {SPINNER_PRIO} and at most 99")
 
     profile = load_profile(opts.profile)
     slice_ns = profile.time_slice_ns

@@ -13,7 +13,9 @@ off (doubling, up to a second).
 An expiry of a periodic timer that finds the previous one's signal still pending
 queues nothing: it counts an overrun in that signal's siginfo (si_overrun), as Linux
 does. POSIX timers go at exec and exit (`on_exec`, `forget`); interval timers survive
-exec; a forked child has no timers of either kind.
+exec; a forked child has no timers of either kind. RLIMIT_CPU is a pair of process CPU
+timers (SIGXCPU from the soft limit on, each second; SIGKILL at the hard limit), armed by
+setrlimit (a forked child inherits the limit's value but counts only once it sets it).
 """
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ class ProcessTimers:
     itimers: dict[int, ClockTimer] = field(default_factory=dict)
     posix: dict[int, PosixTimer] = field(default_factory=dict)
     next_id: int = 0
+    cpu_limit: tuple[ClockTimer, ClockTimer] | None = None    # RLIMIT_CPU: soft, hard
 
 
 class ItimerTable:
@@ -264,6 +267,17 @@ class ItimerTable:
 
     # ---- the process's life ----
 
+    def set_cpu_limit(self, proc: Process, soft_s: int | None, hard_s: int | None) -> None:
+        """RLIMIT_CPU (seconds; None: unlimited): SIGXCPU once the process's CPU time passes
+        the soft limit and every second after, SIGKILL at the hard limit."""
+        timers = self.of(proc)
+        if timers.cpu_limit is None:
+            timers.cpu_limit = (ClockTimer(proc, signal.SIGXCPU, "process"),
+                                ClockTimer(proc, signal.SIGKILL, "process"))
+        soft, hard = timers.cpu_limit
+        self.arm(soft, None if soft_s is None else soft_s * 10**9, 10**9)
+        self.arm(hard, None if hard_s is None else hard_s * 10**9, 0)
+
     def on_exec(self, proc: Process) -> None:
         """exec: POSIX timers go; interval timers (and alarm) stay."""
         timers = self._procs.get(proc)
@@ -275,5 +289,6 @@ class ItimerTable:
         """exit: every timer of `proc` goes."""
         timers = self._procs.pop(proc, None)
         if timers is not None:
-            for timer in (*timers.itimers.values(), *timers.posix.values()):
+            for timer in (*timers.itimers.values(), *timers.posix.values(),
+                          *(timers.cpu_limit or ())):
                 self.arm(timer, None, 0)

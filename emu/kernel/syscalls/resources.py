@@ -11,7 +11,8 @@ import errno
 import struct
 
 from emu.kernel.process import Process, SchedPolicy, Thread
-from emu.kernel.resources import (CAP_SYS_NICE, CAP_SYS_RESOURCE, NR_OPEN, RLIM_NLIMITS,
+from emu.kernel.resources import (CAP_SYS_NICE, CAP_SYS_RESOURCE, NR_OPEN, RLIM_INFINITY,
+                                  RLIM_NLIMITS, RLIMIT_CPU,
                                   RLIMIT_NICE, RLIMIT_NOFILE, capable, resident_pages)
 from emu.kernel.syscalls import SyscallContext, syscall, to_int32
 from emu.mm.frames import PAGE_SIZE
@@ -67,6 +68,8 @@ def _set_limit(ctx: SyscallContext, proc: Process, resource: int, addr: int,
         limits[resource] = (new[0], new[1])
         if resource == RLIMIT_NOFILE:
             proc.fds.limit = min(new[0], NR_OPEN)
+        elif resource == RLIMIT_CPU:
+            ctx.itimers.set_cpu_limit(proc, *(None if v == RLIM_INFINITY else v for v in new))
     return 0
 
 
