@@ -38,21 +38,23 @@ echo "setup: installing emu into .venv (pip install -e '.[test]')"
 # byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile emu again
 .venv/bin/python -m compileall -q emu >/dev/null
 
-# Third-party guests for the tests of real programs: Debian's static busybox for both
-# architectures, and the arm64 static SQLite library (the amd64 one comes with
+# Third-party guests for the tests of real programs: Debian's static busybox and bash for
+# both architectures, and the arm64 static SQLite library (the amd64 one comes with
 # libsqlite3-dev). dpkg must know the arm64 architecture for that; only its package index
 # is fetched, nothing of it is installed.
 GUESTS=.cache/guests
 if [ ! -x "$GUESTS/aarch64/busybox" ] || [ ! -x "$GUESTS/x86_64/busybox" ] \
+        || [ ! -x "$GUESTS/aarch64/bash" ] || [ ! -x "$GUESTS/x86_64/bash" ] \
         || [ ! -f "$GUESTS/aarch64/libsqlite3.a" ]; then
-    echo "setup: fetching busybox-static (amd64, arm64) and libsqlite3-dev (arm64) for the tests"
+    echo "setup: fetching busybox-static, bash-static (amd64, arm64) and libsqlite3-dev (arm64) for the tests"
     if ! dpkg --print-foreign-architectures | grep -qx arm64; then
         $SUDO dpkg --add-architecture arm64
         $SUDO apt-get update -qq
     fi
     work="$(mktemp -d)"
     chmod 777 "$work"           # apt's _apt user downloads into it
-    packages=(busybox-static:amd64 busybox-static:arm64 libsqlite3-dev:arm64)
+    packages=(busybox-static:amd64 busybox-static:arm64 bash-static:amd64 bash-static:arm64
+              libsqlite3-dev:arm64)
     if ! (cd "$work" && apt-get download -qq "${packages[@]}" >/dev/null 2>&1); then
         $SUDO apt-get update -qq
         (cd "$work" && apt-get download -qq "${packages[@]}" >/dev/null 2>&1)
@@ -62,6 +64,9 @@ if [ ! -x "$GUESTS/aarch64/busybox" ] || [ ! -x "$GUESTS/x86_64/busybox" ] \
         mkdir -p "$GUESTS/${pair##*:}"
         dpkg-deb --fsys-tarfile "${deb[0]}" | tar -xO ./bin/busybox > "$GUESTS/${pair##*:}/busybox"
         chmod +x "$GUESTS/${pair##*:}/busybox"
+        deb=("$work"/bash-static_*_"${pair%%:*}".deb)
+        dpkg-deb --fsys-tarfile "${deb[0]}" | tar -xO ./bin/bash-static > "$GUESTS/${pair##*:}/bash"
+        chmod +x "$GUESTS/${pair##*:}/bash"
     done
     deb=("$work"/libsqlite3-dev_*_arm64.deb)
     dpkg-deb --fsys-tarfile "${deb[0]}" | tar -xO ./usr/lib/aarch64-linux-gnu/libsqlite3.a \

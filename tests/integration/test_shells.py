@@ -87,3 +87,35 @@ def test_libc_starts_programs_through_the_shell(tmp_path: Path, firmware: Path, 
     expected = ("system: exited 7\n" if how == "system" else
                 "popen read: one\npopen read: two\npclose: exited 0\n")
     assert (run.returncode, run.stdout) == (0, expected), run.stderr
+
+
+BASH_SCRIPT = r"""
+x=$(echo hello | tr a-z A-Z)
+echo "subst: $x"
+seq 1 1000 | sort -rn | head -3 | wc -l
+for i in 1 2 3; do echo $i; done | cat
+job() { echo background; }
+job & wait
+arr=(a b c); echo "${#arr[@]} ${arr[1]}"
+read -r line < <(echo process-substitution); echo "$line"
+echo done
+"""
+
+
+def test_bash_runs_a_script_with_pipes(tmp_path: Path, arch: str) -> None:
+    """Debian's static bash: command substitution, pipelines, a background job and wait,
+    arrays, and process substitution (/dev/fd) print what bash prints natively."""
+    bash = GUESTS / arch / "bash"
+    if not bash.exists():
+        pytest.fail(f"{bash} is missing: run tools/setup.sh")
+    root = _root(tmp_path, arch)
+    shutil.copy(bash, root / "bin" / "bash")
+    (root / "s.sh").write_text(BASH_SCRIPT)
+    run = run_emu("--root", root, "-E", "PATH=/bin", root / "bin" / "bash", "/s.sh")
+    native_root = _root(tmp_path / "native", "x86_64")
+    shutil.copy(GUESTS / "x86_64" / "bash", native_root / "bin" / "bash")
+    native = subprocess.run([str(native_root / "bin" / "bash"), "-c", BASH_SCRIPT], text=True,
+                            capture_output=True, timeout=60,
+                            env={"PATH": str(native_root / "bin")})
+    assert native.stdout.endswith("process-substitution\ndone\n")
+    assert (run.returncode, run.stdout) == (0, native.stdout), run.stderr

@@ -75,6 +75,8 @@ def sys_openat(ctx: SyscallContext, dirfd: int, path_ptr: int, flags: int, mode:
     """Open a file under the guest root."""
     host_flags, _dir, nofollow = host_open_flags(ctx.arch, flags)
     device = posixpath.normpath(posixpath.join(_base_dir(ctx, dirfd), path_arg(ctx, path_ptr)))
+    if device.startswith("/dev/fd/"):            # Linux's /dev/fd is /proc/self/fd (bash's <(...))
+        device = "/proc/self/fd/" + device[len("/dev/fd/"):]
     if is_device(device):
         file = open_device(device, flags, host_flags, ctx.proc.fds, ctx.threads.random_bytes)
     elif ProcFs.covers(device) and not is_magic_link(device):
