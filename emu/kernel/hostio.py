@@ -60,11 +60,14 @@ class HostPoller:
         return queue
 
     def __bool__(self) -> bool:
-        return bool(self._watched)
+        """Whether some thread waits for a host descriptor (a queue looked up without a
+        waiter, as an edge-triggered epoll entry's, does not count)."""
+        return any(self._watched.values())
 
     def poll(self, timeout_ms: int | None) -> None:
         """Wake the queues of descriptors that became ready, waiting up to `timeout_ms` on
-        the host (None: until one does)."""
+        the host (None: until one does); queues nobody waits on are dropped."""
+        self._watched = {key: queue for key, queue in self._watched.items() if queue}
         if not self._watched:
             return
         poller = select.poll()

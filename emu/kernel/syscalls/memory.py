@@ -137,7 +137,8 @@ def sys_mmap(ctx: SyscallContext, addr: int, length: int, prot: int, flags: int,
     # A PROT_NONE mapping only reserves address space (guard pages, glibc's heap arenas,
     # reservations a program later mprotects piece by piece): it commits nothing, its pages
     # come at first touch after an mprotect, as MAP_LAZY ones do.
-    lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE)) or not prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+    lazy = bool(flags & (MAP_LAZY | MAP_NORESERVE)) \
+        or not prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
     if space.count >= MAX_MAP_COUNT:
         return -errno.ENOMEM                # vm.max_map_count
     try:
