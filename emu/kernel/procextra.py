@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from emu.kernel.process import Process
 from emu.kernel.sysvshm import SHMALL, SHMMAX, SHMMNI, SysvShm
 from emu.mm.frames import PAGE_SHIFT, PAGE_SIZE
-from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, Share
+from emu.mm.vmspace import PROT_EXEC, PROT_READ, PROT_WRITE, Mapping, Share
 
 PM_PRESENT, PM_FILE, PM_EXCLUSIVE = 1 << 63, 1 << 61, 1 << 56
 PM_PFN_MASK = (1 << 55) - 1
@@ -84,7 +84,7 @@ def smaps(proc: Process) -> str:
     return "".join(out)
 
 
-def _vm_flags(m) -> list[str]:      # type: ignore[no-untyped-def]
+def _vm_flags(m: Mapping) -> list[str]:
     flags = [name for bit, name in ((PROT_READ, "rd"), (PROT_WRITE, "wr"), (PROT_EXEC, "ex"))
              if m.prot & bit]
     if m.share is Share.SHARED:

@@ -17,7 +17,6 @@ reveals the host: paths are guest paths, and figures come from the simulated mac
 """
 from __future__ import annotations
 
-import posixpath
 import stat as stat_mod
 from dataclasses import dataclass
 from typing import Callable

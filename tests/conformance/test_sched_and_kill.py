@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.guest_programs import build_for_each_arch, program
 from tests.conftest import run_emu
 
 SOURCE = r"""
@@ -471,32 +472,12 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = {"x86_64": ["gcc", "-static", "-O2"],
-             "aarch64": ["aarch64-linux-gnu-gcc", "-static", "-O2"]}
-
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The guest program, built for each architecture whose compiler is installed (in a
     directory of its own: the guest root, so that the program can exec itself)."""
-    d = tmp_path_factory.mktemp("sched")
-    (d / "sk.c").write_text(SOURCE)
-    built = {}
-    for arch, cc in COMPILERS.items():
-        if shutil.which(cc[0]) is None:
-            continue
-        exe = d / f"sk-{arch}"
-        subprocess.run([*cc, "-o", str(exe), str(d / "sk.c"), "-lpthread"], check=True,
-                       capture_output=True)
-        built[arch] = exe
-    return built
-
-
-def program(programs: dict[str, Path], arch: str) -> Path:
-    """The program for `arch` (skip if it could not be built)."""
-    if arch not in programs:
-        pytest.skip(f"no compiler for {arch}")
-    return programs[arch]
+    return build_for_each_arch(tmp_path_factory.mktemp("sched"), "sk", SOURCE, ("-lpthread",))
 
 
 def run(programs: dict[str, Path], arch: str, mode: str) -> str:

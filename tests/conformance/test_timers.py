@@ -6,12 +6,12 @@ architectures, deterministic; the host-independent modes against native Linux to
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conformance.guest_programs import build_for_each_arch, program
 from tests.conftest import run_emu
 
 SOURCE = r"""
@@ -208,31 +208,11 @@ int main(int argc, char **argv) {
 }
 """
 
-COMPILERS = {"x86_64": ["gcc", "-static", "-O2"],
-             "aarch64": ["aarch64-linux-gnu-gcc", "-static", "-O2"]}
-
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The guest program, built for each architecture whose compiler is installed."""
-    d = tmp_path_factory.mktemp("prog")
-    (d / "prog.c").write_text(SOURCE)
-    built = {}
-    for arch, cc in COMPILERS.items():
-        if shutil.which(cc[0]) is None:
-            continue
-        exe = d / f"prog-{arch}"
-        subprocess.run([*cc, "-o", str(exe), str(d / "prog.c")], check=True,
-                       capture_output=True)
-        built[arch] = exe
-    return built
-
-
-def program(programs: dict[str, Path], arch: str) -> Path:
-    """The program for `arch` (skip if it could not be built)."""
-    if arch not in programs:
-        pytest.skip(f"no compiler for {arch}")
-    return programs[arch]
+    return build_for_each_arch(tmp_path_factory.mktemp("prog"), "prog", SOURCE)
 
 
 CASES = {
