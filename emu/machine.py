@@ -50,6 +50,7 @@ from emu.kernel.waits import Waits
 from emu.loader.elf import read_elf
 from emu.mm.frames import PAGE_SIZE, FrameAllocator, PhysicalMemory
 from emu.mm.pagecache import PageCache
+from emu.mm.pagetable import PageTableFormat, TableFrames
 from emu.mm.pager import Pager
 from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
@@ -175,6 +176,7 @@ class Machine:
                                          syscall_cost=costs.syscall,
                                          frequency_hz=profile.frequency_hz)
         frames.on_code_freed = engine.invalidate_code
+        tables = self.tables = TableFrames(ram, frames, PageTableFormat.of_arch(spec.name))
         clock = Clock(engine.now, profile.frequency_hz)
         device = device or BlockDevice(profile.cycles(profile.read_page_ns),
                                        profile.cycles(profile.write_page_ns))
@@ -193,7 +195,7 @@ class Machine:
         kernel = self.kernel = Kernel(
             engine=engine, ram=ram, frames=frames, root=GuestRoot(config.root), profile=profile,
             clock=clock, bus=bus, sched=sched, timers=timers, waits=waits, futexes=futexes,
-            store=store, faults=faults, mm=mm, syscalls=syscalls,
+            store=store, faults=faults, mm=mm, syscalls=syscalls, tables=tables,
             insn_limit=config.max_instructions,
             large_pages=config.mm_flags.variable_page_sizes, seed=config.seed)
         kernel.start(config.mm_threads)
@@ -325,9 +327,12 @@ class Machine:
             counts = {**{self.kernel.syscalls.name_of(nr): n
                          for nr, n in engine.fastpath.syscall_counts().items()},
                       **self.kernel.syscalls.counts}
-            self.bus.publish(RunEnd(engine.cycles, self.process.pid, 0, st.instructions,
-                                    st.cycles, st.tlb_fills, st.tlb_flushes, st.tlb_page_flushes,
-                                    self.frames.peak, tuple(sorted(counts.items()))))
+            self.bus.publish(RunEnd(
+                engine.cycles, self.process.pid, 0, st.instructions, st.cycles, st.tlb_fills,
+                st.tlb_flushes, st.tlb_page_flushes, self.frames.peak,
+                tuple(sorted(counts.items())), st.walks, st.walk_cycles,
+                tuple(st.walks_by_levels), tuple(st.fills_by_size), self.tables.peak,
+                self.tables.in_use))
             status = self.process.exit
             assert status is not None
             self._ended = Exited(status)

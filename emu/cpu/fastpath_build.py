@@ -17,8 +17,13 @@ ffibuilder = FFI()
 ffibuilder.cdef(
     HEADER
     + """
-fp_pagetable *fp_pt_new(void);
+fp_pagetable *fp_pt_new(uint8_t *ram, uint64_t ram_size, int format);
 void fp_pt_free(fp_pagetable *pt);
+int fp_pt_add_table(fp_pagetable *pt, uint64_t frame);
+uint64_t fp_pt_tables(const fp_pagetable *pt);
+uint64_t fp_pt_root(const fp_pagetable *pt);
+uint64_t fp_pt_prune(fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, uint64_t max);
+uint64_t fp_pt_release_tables(fp_pagetable *pt, uint64_t *out, uint64_t max);
 uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn);
 int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte);
 uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn);

@@ -38,6 +38,7 @@ from emu.loader.stack import ProcessIdentity, build_initial_stack
 from emu.mm.fault import ACCESS_BY_VALUE, Access
 from emu.mm.frames import FrameAllocator, OutOfFrames, PhysicalMemory
 from emu.mm.objects import AnonymousMemory
+from emu.mm.pagetable import TableFrames
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
@@ -62,7 +63,7 @@ class Kernel:
                  root: GuestRoot, profile: Profile, clock: Clock, bus: EventBus,
                  sched: Scheduler, timers: TimerQueue, waits: Waits, futexes: FutexTable,
                  store: BackingStore, faults: FaultEntry, mm: MemoryServer,
-                 syscalls: SyscallTable, insn_limit: int = 0, large_pages: bool = True,
+                 syscalls: SyscallTable, tables: TableFrames, insn_limit: int = 0, large_pages: bool = True,
                  seed: int = 0) -> None:
         """A kernel over these collaborators, with no process yet (`start` boots procnto)."""
         self.engine = engine
@@ -81,11 +82,10 @@ class Kernel:
         self.faults = faults
         self.mm = mm
         self.syscalls = syscalls
+        self.tables = tables
         self.insn_limit = insn_limit or NEVER
         # procnto's "v": variable page sizes (2 MiB on x86-64; 64 KiB and 2 MiB on AArch64)
         self.large_shifts = LARGE_PAGE_SHIFTS[engine.spec.name] if large_pages else ()
-        for k, shift in enumerate(self.large_shifts):
-            engine.fastpath.state.large_shift[k] = shift
         self.processes: list[Process] = []
         self.services: Services | None = None
         self.procnto: Process | None = None
@@ -149,7 +149,7 @@ class Kernel:
 
     def new_space(self) -> tuple[AddressSpace, UserMemory]:
         """An empty address space and the kernel's access to it."""
-        space = AddressSpace(self.frames, self._translations_removed, self._written_back,
+        space = AddressSpace(self.frames, self.tables, self._translations_removed, self._written_back,
                              self.large_shifts, self._large_page)
         mem = UserMemory(space, self.ram, lambda va, acc, s=space: self.faults.fault_in(s, va, acc),
                          self.frames, self.engine.invalidate_code)

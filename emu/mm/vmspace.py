@@ -25,7 +25,7 @@ from emu.mm.largepages import LargeBlock, LargePageAllocator
 from emu.mm.mappings import (MMAP_BASE, MMAP_MIN, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE,
                              STACK_SIZE, STACK_TOP, USER_END, Mapping, MappingSet, Share,
                              page_align_up, placement_alignment)
-from emu.mm.pagetable import PageTable
+from emu.mm.pagetable import PageTable, TableFrames
 
 __all__ = ["PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "STACK_TOP", "STACK_SIZE",
            "MMAP_BASE", "MMAP_MIN", "USER_END", "Share", "Mapping", "page_align_up",
@@ -35,20 +35,20 @@ __all__ = ["PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "STACK_TOP", "ST
 class AddressSpace:
     """One process's mappings and page table."""
 
-    def __init__(self, frames: FrameAllocator,
+    def __init__(self, frames: FrameAllocator, tables: TableFrames,
                  on_translations_removed: Callable[[AddressSpace, int, int], None],
                  on_write_back: Callable[[AddressSpace, int], None] = lambda space, pages: None,
                  large_shifts: tuple[int, ...] = (),
                  on_large_page: Callable[[AddressSpace, int, int, bool], None] | None = None,
                  ) -> None:
-        """An empty space; `on_translations_removed(space, start, end)` is called after
+        """An empty space whose page tables live in `tables`; `on_translations_removed(space, start, end)` is called after
         translations of [start, end) were removed or lowered, `on_write_back(space, pages)`
         after file pages went to the backing store, `on_large_page(space, vaddr, size,
         formed)` when a large page formed or split; with `large_shifts`, committed memory
         coalesces into large pages of those sizes."""
         hook = (None if on_large_page is None else
                 lambda vaddr, size, formed: on_large_page(self, vaddr, size, formed))
-        self.page_table = PageTable(large_shifts, hook, frames.mark_code)
+        self.page_table = PageTable(tables, large_shifts, hook, frames.mark_code)
         self.owner = 0                  # pid of the owning process (for its events)
         self._large = LargePageAllocator(self.page_table, frames)
         self._on_write_back = on_write_back
@@ -133,8 +133,9 @@ class AddressSpace:
         return removed
 
     def release_all(self) -> None:
-        """Unmap everything (process exit)."""
+        """Unmap everything and free the page tables (process exit, exec)."""
         self.remove(0, USER_END)
+        self.page_table.release()
 
     def set_locked(self, start: int, end: int, locked: bool) -> int:
         """Mark the mapping pages of [start, end) locked or not; returns how many changed."""

@@ -291,6 +291,13 @@ class RunEnd(Event):
     tlb_page_flushes: int
     frames_peak: int
     syscalls: tuple[tuple[str, int], ...] = field(default=())
+    walks: int = 0                  # page walks that found a leaf
+    walk_cycles: int = 0            # cycles charged for them (fill cost included)
+    walks_by_levels: tuple[int, int, int, int] = (0, 0, 0, 0)   # walks reading 1..4 entries
+    fills_by_size: tuple[int, int, int] = (0, 0, 0)             # 4 KiB, 64 KiB, 2 MiB entries
+    page_table_frames_peak: int = 0
+    page_table_frames_end: int = 0
+    tlb_model: tuple[tuple[str, int], ...] = field(default=())  # detailed TLB model counters
 
 
 EVENT_KINDS: tuple[type[Event], ...] = (

@@ -11,6 +11,7 @@ from emu.mm.frames import FrameAllocator, PhysicalMemory, PAGE_SIZE
 from emu.mm.objects import AnonymousMemory
 from emu.mm.pagecache import PageCache
 from emu.mm.pager import Pager
+from emu.mm.pagetable import PageTableFormat, TableFrames
 from emu.mm.vmspace import AddressSpace, Mapping, Share
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,12 +54,18 @@ class Memory:
             assert self.fault_in(vaddr, access)
 
 
+def table_frames(fmt: PageTableFormat = PageTableFormat.X86_64, frames: int = 4096) -> TableFrames:
+    """Page-table frames in a RAM of their own, so that a test's frame counts are its pages'."""
+    return TableFrames(PhysicalMemory(frames * PAGE_SIZE), FrameAllocator(frames), fmt)
+
+
 def make_memory(frames: int = RAM_FRAMES) -> Memory:
-    """A fresh Memory with `frames` frames of RAM."""
+    """A fresh Memory with `frames` frames of RAM (page tables apart: `table_frames`)."""
     ram = PhysicalMemory(frames * PAGE_SIZE)
     allocator = FrameAllocator(frames)
     changes: list[tuple[int, int]] = []
-    space = AddressSpace(allocator, lambda space, start, end: changes.append((start, end)))
+    space = AddressSpace(allocator, table_frames(),
+                         lambda space, start, end: changes.append((start, end)))
     return Memory(ram, allocator, space, Pager(ram, allocator, PageCache(allocator, ram)), changes)
 
 

@@ -14,7 +14,9 @@ from emu.mm.pagetable import PageTable, Pte
 from emu.mm.vmspace import AddressSpace
 from emu.mm import vmspace
 
-from .support import Memory
+from emu.mm.pagetable import PageTableFormat
+
+from .support import Memory, table_frames
 
 P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
@@ -35,7 +37,7 @@ def frames() -> FrameAllocator:
 
 @pytest.fixture
 def large(frames) -> LargePageAllocator:
-    return LargePageAllocator(PageTable((SHIFT,)), frames)
+    return LargePageAllocator(PageTable(table_frames(PageTableFormat.AARCH64), (SHIFT,)), frames)
 
 
 def committed(frames: FrameAllocator, mapping: Mapping) -> Mapping:
@@ -57,8 +59,8 @@ def test_vmspace_reexports_large_block():
 
 def test_no_block_without_large_shifts_or_for_lazy_memory(frames):
     m = committed(frames, anon(BASE, BASE + PAGES * P))
-    assert LargePageAllocator(PageTable(()), frames).block_frame(m, BASE) is None
-    large = LargePageAllocator(PageTable((SHIFT,)), frames)
+    assert LargePageAllocator(PageTable(table_frames(PageTableFormat.AARCH64), ()), frames).block_frame(m, BASE) is None
+    large = LargePageAllocator(PageTable(table_frames(PageTableFormat.AARCH64), (SHIFT,)), frames)
     assert large.block_frame(anon(BASE, BASE + PAGES * P, lazy=True), BASE) is None
     assert not large
 
@@ -93,7 +95,7 @@ def test_no_block_when_no_aligned_run_is_free_keeps_the_commitment():
     taken = [frames.allocate() for _ in range(2 * PAGES)]
     for frame in taken[PAGES // 2:PAGES // 2 + PAGES]:  # PAGES free frames, not an aligned run
         frames.release(frame)
-    large = LargePageAllocator(PageTable((SHIFT,)), frames)
+    large = LargePageAllocator(PageTable(table_frames(PageTableFormat.AARCH64), (SHIFT,)), frames)
     m = committed(frames, anon(BASE, BASE + PAGES * P))
     assert large.block_frame(m, BASE) is None
     assert not large and frames.reserved == PAGES
@@ -137,7 +139,7 @@ def test_address_space_gives_every_frame_and_commitment_back():
     ram = PhysicalMemory(FRAMES * P)
     frames = FrameAllocator(FRAMES)
     events: list[tuple[int, int, bool]] = []
-    space = AddressSpace(frames, lambda space, start, end: None, large_shifts=(SHIFT,),
+    space = AddressSpace(frames, table_frames(PageTableFormat.AARCH64), lambda space, start, end: None, large_shifts=(SHIFT,),
                          on_large_page=lambda space, vaddr, size, formed:
                          events.append((vaddr, size, formed)))
     mem = Memory(ram, frames, space, Pager(ram, frames, PageCache(frames, ram)))

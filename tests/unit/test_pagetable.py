@@ -1,36 +1,56 @@
-"""PageTable (open-addressed hash table in C) and the Pte encoding the fast path reads."""
+"""PageTable: radix trees in the architecture's own format (x86-64 4-level, AArch64 4 KiB
+granule) in frames of emulated RAM, and the format-neutral Pte that Python speaks."""
 from __future__ import annotations
 
-import itertools
+import struct
 
 import pytest
 
 from emu.mm.pagetable import (PTE_EXEC, PTE_MODIFIED, PTE_PERMS, PTE_READ, PTE_VALID, PTE_WRITE,
-                              PageTable, Pte, decode)
+                              PageTable, PageTableFormat, Pte, TableFrames, decode)
+
+from .support import table_frames
 
 RW = PTE_READ | PTE_WRITE
-_M64 = (1 << 64) - 1
-INITIAL_CAPACITY = 1024      # fastpath.c: fp_pt_new
-
-
-def home_slot(vpn: int, cap: int = INITIAL_CAPACITY) -> int:
-    """The slot fastpath.c probes first for `vpn` (hash64 of key vpn + 1)."""
-    x = vpn + 1
-    x ^= x >> 33
-    x = (x * 0xFF51AFD7ED558CCD) & _M64
-    x ^= x >> 33
-    return x & (cap - 1)
-
-
-def vpns_with_home(slot: int, count: int) -> list[int]:
-    """`count` vpns that all hash to `slot` in a fresh table: one long probe cluster."""
-    return list(itertools.islice((v for v in itertools.count() if home_slot(v) == slot), count))
+X86, A64 = PageTableFormat.X86_64, PageTableFormat.AARCH64
 
 
 def pte_for(vpn: int) -> Pte:
-    """A distinct, recognisable entry for each vpn."""
-    return Pte(frame=vpn * 3 + 1, perms=(PTE_READ, RW, PTE_READ | PTE_EXEC)[vpn % 3],
+    """A distinct, recognisable entry for each vpn (frames within AArch64's 48-bit PA)."""
+    return Pte(frame=(vpn * 3 + 1) % (1 << 36), perms=(PTE_READ, RW, PTE_READ | PTE_EXEC)[vpn % 3],
                modified=bool(vpn & 4))
+
+
+@pytest.fixture(params=[X86, A64], ids=["x86_64", "aarch64"])
+def fmt(request) -> PageTableFormat:
+    return request.param
+
+
+@pytest.fixture
+def tables(fmt) -> TableFrames:
+    return table_frames(fmt, frames=8192)
+
+
+def PageTableOf(tables: TableFrames, shifts: tuple[int, ...] = ()) -> PageTable:
+    return PageTable(tables, shifts)
+
+
+def entry(tables: TableFrames, table_frame: int, index: int) -> int:
+    """The raw 64-bit entry `index` of the table in `table_frame`."""
+    return struct.unpack_from("<Q", tables.ram.view, (table_frame << 12) + 8 * index)[0]
+
+
+def walk_entries(tables: TableFrames, pt: PageTable, vaddr: int) -> list[int]:
+    """The raw entries on the way to `vaddr`, root first (as an MMU reads them)."""
+    found, table = [], pt.root_frame
+    for level in range(4):
+        e = entry(tables, table, (vaddr >> (39 - 9 * level)) & 511)
+        found.append(e)
+        is_table = (e & 1 and not e & 0x80) if tables.format is X86 else (e & 3) == 3
+        if level == 3 or not is_table:
+            break
+        table = (e & 0x000FFFFFFFFFF000) >> 12
+    return found
 
 
 # ---- Pte ----
@@ -64,16 +84,16 @@ def test_pte_frame_uses_the_40_bit_address_field():
 
 # ---- map / lookup / unmap ----
 
-def test_empty_table():
-    pt = PageTable()
-    assert len(pt) == 0
+def test_empty_table(tables):
+    pt = PageTableOf(tables)
+    assert len(pt) == 0 and pt.root_frame is None and pt.table_frames == 0
     assert pt.lookup(0) is None
     assert pt.unmap(0) is None
-    assert list(pt.entries(0, 1 << 40)) == []
+    assert list(pt.entries(0, 1 << 36)) == []
 
 
-def test_map_lookup_unmap_round_trip():
-    pt = PageTable()
+def test_map_lookup_unmap_round_trip(tables):
+    pt = PageTableOf(tables)
     pte = Pte(frame=42, perms=RW, modified=False)
     pt.map(0x400, pte)
     assert pt.lookup(0x400) == pte
@@ -84,31 +104,41 @@ def test_map_lookup_unmap_round_trip():
     assert len(pt) == 0
 
 
-def test_map_replaces_an_existing_entry_without_growing_the_count():
-    pt = PageTable()
+@pytest.mark.parametrize("perms", [0, PTE_READ, PTE_WRITE, RW, PTE_EXEC, PTE_READ | PTE_EXEC,
+                                   PTE_PERMS])
+@pytest.mark.parametrize("modified", [False, True])
+def test_every_soft_pte_round_trips_through_the_architecture_entry(tables, perms, modified):
+    pt = PageTableOf(tables)
+    pte = Pte(frame=0xABCDE, perms=perms, modified=modified)
+    pt.map(0x12345, pte)
+    assert pt.lookup(0x12345) == pte
+
+
+def test_map_replaces_an_existing_entry_without_growing_the_count(tables):
+    pt = PageTableOf(tables)
     pt.map(7, Pte(frame=1, perms=PTE_READ, modified=False))
     pt.map(7, Pte(frame=2, perms=RW, modified=True))
     assert pt.lookup(7) == Pte(frame=2, perms=RW, modified=True)
     assert len(pt) == 1
 
 
-def test_vpn_zero_and_the_top_of_user_space_are_ordinary_keys():
-    pt = PageTable()
+def test_vpn_zero_and_the_top_of_user_space_are_ordinary_pages(tables):
+    pt = PageTableOf(tables)
     top = 0x7FFF_FFFF_F000 >> 12
     pt.map(0, Pte(frame=1, perms=PTE_READ, modified=False))
     pt.map(top, Pte(frame=2, perms=PTE_READ, modified=False))
     assert pt.lookup(0).frame == 1 and pt.lookup(top).frame == 2
 
 
-def test_unmapping_an_absent_vpn_changes_nothing():
-    pt = PageTable()
+def test_unmapping_an_absent_vpn_changes_nothing(tables):
+    pt = PageTableOf(tables)
     pt.map(1, pte_for(1))
     assert pt.unmap(2) is None
     assert len(pt) == 1 and pt.lookup(1) == pte_for(1)
 
 
-def test_100k_entries_survive_table_growth():
-    pt = PageTable()
+def test_100k_entries(tables):
+    pt = PageTableOf(tables)
     vpns = [0x400 + 17 * i for i in range(100_000)]
     for vpn in vpns:
         pt.map(vpn, pte_for(vpn))
@@ -117,9 +147,9 @@ def test_100k_entries_survive_table_growth():
     assert pt.lookup(0x400 + 1) is None
 
 
-def test_deleting_every_other_entry_keeps_the_rest_findable():
-    pt = PageTable()
-    vpns = list(range(0x10000, 0x10000 + 50_000))     # dense: long probe clusters
+def test_deleting_every_other_entry_keeps_the_rest(tables):
+    pt = PageTableOf(tables)
+    vpns = list(range(0x10000, 0x10000 + 50_000))
     for vpn in vpns:
         pt.map(vpn, pte_for(vpn))
     for vpn in vpns[::2]:
@@ -129,55 +159,139 @@ def test_deleting_every_other_entry_keeps_the_rest_findable():
     assert all(pt.lookup(vpn) == pte_for(vpn) for vpn in vpns[1::2])
 
 
-def test_deletions_near_the_load_limit_without_growth():
-    pt = PageTable()
-    vpns = [v * 1021 for v in range(760)]          # just under 3/4 of the initial 1024 slots
-    for vpn in vpns:
+# ---- the tables themselves: frames of RAM in the architecture's format ----
+
+def test_one_page_takes_a_table_per_level_from_ram(tables):
+    pt = PageTableOf(tables)
+    pt.map(0x400, pte_for(0x400))
+    assert pt.table_frames == tables.in_use == 4           # root, and one table per level
+    pt.map(0x401, pte_for(0x401))                          # same last-level table
+    assert pt.table_frames == 4
+    pt.map(0x400 + 512, pte_for(0))                        # the next 2 MiB: one more table
+    assert pt.table_frames == 5
+    assert tables.frames.in_use == tables.in_use
+
+
+def test_dropping_a_range_frees_the_tables_it_emptied(tables):
+    pt = PageTableOf(tables)
+    for vpn in range(0x100000, 0x100000 + 2048):           # four last-level tables
         pt.map(vpn, pte_for(vpn))
-    for vpn in vpns[::2]:
-        pt.unmap(vpn)
-    assert all(pt.lookup(vpn) == pte_for(vpn) for vpn in vpns[1::2])
-    assert all(pt.lookup(vpn) is None for vpn in vpns[::2])
+    pt.map(0x7FFF0, pte_for(1))                            # elsewhere: stays
+    assert pt.table_frames == 1 + 1 + 2 + 5                # root, L1, two L2, five last-level
+    before = pt.table_frames
+    pt.drop_range(0x100000, 0x100000 + 2048)
+    assert pt.table_frames < before and pt.lookup(0x7FFF0) == pte_for(1)
+    assert all(pt.lookup(v) is None for v in range(0x100000, 0x100000 + 2048, 97))
+    assert pt.table_frames == 4                            # the one page's path remains
 
 
-@pytest.mark.parametrize("victim", [0, 1, 5, 11])
-def test_unmap_inside_one_collision_cluster(victim):
-    # a dozen vpns with the same home slot: the cluster must close up after a removal
-    cluster = vpns_with_home(100, 12)
-    pt = PageTable()
-    for vpn in cluster:
+def test_release_gives_every_table_frame_back(tables):
+    pt = PageTableOf(tables)
+    for vpn in (0, 0x400, 0x7FFFFFFF0, 0x123456):
         pt.map(vpn, pte_for(vpn))
-    pt.unmap(cluster[victim])
-    for i, vpn in enumerate(cluster):
-        assert pt.lookup(vpn) == (None if i == victim else pte_for(vpn))
-    assert len(pt) == len(cluster) - 1
+    assert tables.in_use > 4
+    pt.drop_range(0, 1 << 36)
+    pt.release()
+    assert tables.in_use == 0 and tables.frames.in_use == 0 and pt.root_frame is None
+    pt.map(5, pte_for(5))                                  # usable again: a new root
+    assert pt.lookup(5) == pte_for(5) and tables.in_use == 4
 
 
-def test_unmap_in_a_cluster_that_wraps_around_the_end_of_the_table():
-    last = INITIAL_CAPACITY - 1
-    wrapping = vpns_with_home(last, 6)             # occupy slots 1023, 0, 1, 2, ...
-    at_zero = vpns_with_home(0, 3)                 # these now sit after the wrapped ones
-    pt = PageTable()
-    for vpn in wrapping + at_zero:
-        pt.map(vpn, pte_for(vpn))
-    pt.unmap(wrapping[0])
-    pt.unmap(at_zero[0])
-    for vpn in wrapping[1:] + at_zero[1:]:
-        assert pt.lookup(vpn) == pte_for(vpn)
-    assert pt.lookup(wrapping[0]) is None and pt.lookup(at_zero[0]) is None
+def test_x86_entries_have_the_sdm_layout():
+    tables = table_frames(X86)
+    pt = PageTableOf(tables, (21,))
+    vaddr = 0x0000_4567_8912_3000
+    pt.map(vaddr >> 12, Pte(frame=0x1234, perms=RW, modified=True))
+    pml4e, pdpte, pde, pte = walk_entries(tables, pt, vaddr)
+    for table_entry in (pml4e, pdpte, pde):
+        assert table_entry & 0x7 == 0x7 and not table_entry & 0x80      # P, R/W, U/S; no PS
+    assert pte & 0x000FFFFFFFFFF000 == 0x1234 << 12
+    assert pte & 0x1 and pte & 0x2 and pte & 0x4                       # P, R/W, U/S
+    assert pte & 0x40                                                  # D: modified
+    assert pte >> 63 == 1                                              # NX: not executable
+    assert not pte & 0x20                                              # A: never used yet
+    pt.map((vaddr >> 12) + 1, Pte(frame=0x1235, perms=PTE_READ | PTE_EXEC, modified=False))
+    _, _, _, code = walk_entries(tables, pt, vaddr + 4096)
+    assert code & 0x1 and not code & 0x2 and code >> 63 == 0 and not code & 0x40
 
 
-def test_reinserting_after_deletes():
-    pt = PageTable()
-    for vpn in range(3000):
-        pt.map(vpn, pte_for(vpn))
-    for vpn in range(0, 3000, 3):
-        pt.unmap(vpn)
-    for vpn in range(0, 3000, 3):
-        pt.map(vpn, Pte(frame=vpn, perms=PTE_READ, modified=False))
-    assert len(pt) == 3000
-    assert all(pt.lookup(v) == (Pte(frame=v, perms=PTE_READ, modified=False) if v % 3 == 0
-                                else pte_for(v)) for v in range(3000))
+def test_x86_prot_none_is_not_present_but_keeps_its_frame():
+    tables = table_frames(X86)
+    pt = PageTableOf(tables)
+    pt.map(0x500, Pte(frame=77, perms=0, modified=True))
+    *_, pte = walk_entries(tables, pt, 0x500 << 12)
+    assert not pte & 1 and (pte >> 12) & 0xFFFFFFFFFF == 77
+    assert pt.lookup(0x500) == Pte(frame=77, perms=0, modified=True)
+
+
+def test_x86_2mib_page_is_a_pd_entry_with_ps():
+    tables = table_frames(X86)
+    pt = PageTableOf(tables, (21,))
+    pt.map_large(0x200, 21, Pte(frame=0x400, perms=RW, modified=True))
+    entries = walk_entries(tables, pt, 0x200 << 12)
+    assert len(entries) == 3 and entries[2] & 0x80 and entries[2] & 1      # PS, P
+    assert entries[2] & 0x000FFFFFFFE00000 == 0x400 << 12
+    assert pt.lookup(0x200 + 17) == Pte(frame=0x400 + 17, perms=RW, modified=True)
+    assert len(pt) == 512
+    assert pt.table_frames == 3                            # root, PDPT, PD: no PT below a block
+
+
+def test_aarch64_descriptors_follow_the_arm_arm_and_linux():
+    tables = table_frames(A64)
+    pt = PageTableOf(tables, (16, 21))
+    vaddr = 0x0000_1234_5678_9000
+    pt.map(vaddr >> 12, Pte(frame=0x1234, perms=RW, modified=False))
+    l0, l1, l2, l3 = walk_entries(tables, pt, vaddr)
+    assert all(e & 3 == 3 for e in (l0, l1, l2))           # table descriptors
+    assert l3 & 3 == 3                                     # page descriptor
+    assert l3 & 0x0000FFFFFFFFF000 == 0x1234 << 12
+    assert (l3 >> 6) & 3 == 0b11                           # AP: EL0 read-only until written...
+    assert l3 >> 51 & 1                                    # ...but DBM: writable (Linux PTE_WRITE)
+    assert l3 >> 54 & 1 and l3 >> 53 & 1                   # UXN, PXN
+    assert not l3 >> 10 & 1                                # AF: not used yet
+    assert l3 >> 11 & 1 and (l3 >> 8) & 3 == 3             # nG, inner shareable
+    pt.map((vaddr >> 12) + 1, Pte(frame=0x1235, perms=RW, modified=True))
+    *_, dirty = walk_entries(tables, pt, vaddr + 4096)
+    assert (dirty >> 6) & 3 == 0b01 and dirty >> 55 & 1    # AP: EL0 read-write; PTE_DIRTY
+
+
+def test_aarch64_64k_page_is_sixteen_contiguous_entries():
+    tables = table_frames(A64)
+    pt = PageTableOf(tables, (16, 21))
+    pt.map_large(0x10, 16, Pte(frame=0x20, perms=PTE_READ | PTE_EXEC, modified=False))
+    for i in range(16):
+        *_, l3 = walk_entries(tables, pt, (0x10 + i) << 12)
+        assert l3 >> 52 & 1 and (l3 >> 12) & 0xFFFFFFFFF == 0x20 + i and not l3 >> 54 & 1
+    assert pt.lookup(0x1F) == Pte(frame=0x2F, perms=PTE_READ | PTE_EXEC, modified=False)
+    assert pt.large_entry(0x15) == (0x10, 16)
+
+
+def test_aarch64_2mib_page_is_a_level2_block():
+    tables = table_frames(A64)
+    pt = PageTableOf(tables, (16, 21))
+    pt.map_large(0x200, 21, Pte(frame=0x400, perms=RW, modified=True))
+    entries = walk_entries(tables, pt, 0x200 << 12)
+    assert len(entries) == 3 and entries[2] & 3 == 1       # block descriptor
+
+
+@pytest.mark.parametrize("shift", [16, 21])
+def test_writing_inside_a_large_page_splits_it(shift):
+    tables = table_frames(A64)
+    pt = PageTableOf(tables, (16, 21))
+    pages = 1 << (shift - 12)
+    pt.map_large(0x400, shift, Pte(frame=0x800, perms=RW, modified=True))
+    pt.map(0x401, Pte(frame=5, perms=PTE_READ, modified=False))
+    assert pt.large_entry(0x400) is None
+    assert pt.lookup(0x401).frame == 5 and pt.lookup(0x400 + pages - 1).frame == 0x800 + pages - 1
+    assert len(pt) == pages
+
+
+def test_out_of_frames_for_a_table_is_reported():
+    from emu.mm.frames import OutOfFrames
+    tables = table_frames(X86, frames=3)
+    pt = PageTableOf(tables)
+    with pytest.raises(OutOfFrames):
+        pt.map(0x400, pte_for(0x400))
 
 
 # ---- entries() ----
@@ -187,12 +301,12 @@ def _reference(table: dict[int, Pte], lo: int, hi: int) -> list[tuple[int, Pte]]
 
 
 @pytest.fixture
-def scattered() -> tuple[PageTable, dict[int, Pte]]:
+def scattered(tables) -> tuple[PageTable, dict[int, Pte]]:
     """A table of 300 entries in a few clusters, inserted in a shuffled order."""
     vpns = [0x400 + i for i in range(100)] + [0x7000 + 2 * i for i in range(100)] + \
            [0x7FFFFFFF0 + i for i in range(100)]
     order = sorted(vpns, key=lambda v: (v * 2654435761) % 1000003)
-    pt, ref = PageTable(), {}
+    pt, ref = PageTableOf(tables), {}
     for vpn in order:
         pt.map(vpn, pte_for(vpn))
         ref[vpn] = pte_for(vpn)
@@ -215,8 +329,8 @@ def test_entries_of_a_large_range_scan_the_table(scattered, lo, hi):
     assert list(pt.entries(lo, hi)) == _reference(ref, lo, hi)
 
 
-def test_entries_paths_agree_on_the_same_range():
-    pt = PageTable()
+def test_entries_paths_agree_on_the_same_range(tables):
+    pt = PageTableOf(tables)
     for vpn in range(0, 2000, 7):
         pt.map(vpn, pte_for(vpn))
     n = len(pt)
@@ -226,8 +340,8 @@ def test_entries_paths_agree_on_the_same_range():
     assert [v for v, _ in small] == sorted(v for v in range(0, 2000, 7) if 100 <= v < 100 + n)
 
 
-def test_entries_after_growth_and_deletions_are_sorted_and_complete():
-    pt, ref = PageTable(), {}
+def test_entries_after_deletions_are_sorted_and_complete(tables):
+    pt, ref = PageTableOf(tables), {}
     for vpn in range(5000, 0, -1):
         pt.map(vpn, pte_for(vpn))
         ref[vpn] = pte_for(vpn)
@@ -235,3 +349,15 @@ def test_entries_after_growth_and_deletions_are_sorted_and_complete():
         pt.unmap(vpn)
         del ref[vpn]
     assert list(pt.entries(0, 1 << 30)) == _reference(ref, 0, 1 << 30)
+
+
+@pytest.mark.parametrize("shift", [16, 21])
+def test_coalescing_small_pages_into_a_large_one_keeps_the_page_count(shift):
+    tables = table_frames(A64)
+    pt = PageTableOf(tables, (16, 21))
+    pages = 1 << (shift - 12)
+    for i in range(pages):
+        pt.map(0x400 + i, Pte(frame=0x800 + i, perms=RW, modified=True))
+    pt.map_large(0x400, shift, Pte(frame=0x800, perms=RW, modified=True))
+    assert len(pt) == pages and pt.large_entry(0x400 + pages - 1) == (0x400, shift)
+    assert [v for v, _ in pt.entries(0, 1 << 30)] == list(range(0x400, 0x400 + pages))

@@ -183,13 +183,24 @@ static inline int access_perm(int access) {
 }
 
 static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tlb_entry_ *entry) {
+    pt_walk_t w;
     if (!st->pt) return false;
-    uint64_t offset, pte = pt_translate(st, st->pt, vaddr, &offset);
-    if (!(pte & FP_PTE_VALID) || !(pte & access_perm(access))) return false;
-    entry->paddr = ((pte & FP_PTE_ADDR_MASK) + offset) | (vaddr & 0xFFF);
-    entry->perms = (uint32_t)(pte & (FP_PTE_READ | FP_PTE_WRITE | FP_PTE_EXEC));
+    int found = pt_walk(st->pt, vaddr, &w);
+    if (!found || !(w.perms & access_perm(access))) return false;
+    mark_used(st->pt, w.leaf, access == FP_ACCESS_WRITE);
+    entry->paddr = w.paddr | (vaddr & 0xFFF);
+    /* Unicorn's TLB entry serves every access kind: a clean page's entry grants no write,
+     * so that its first write comes back here and sets the dirty bit, as the hardware's
+     * dirty-bit assist does */
+    entry->perms = leaf_dirty(st->pt, *w.leaf) ? w.perms : w.perms & ~(uint32_t)FP_PTE_WRITE;
+    uint64_t cost = st->tlb_fill_cost;
+    for (uint32_t l = 0; l < w.levels; l++) cost += st->walk_level_cycles[l];
     st->tlb_fills++;
-    st->cycles += st->tlb_fill_cost;
+    st->walks++;
+    st->walk_cycles += cost;
+    st->walks_by_levels[w.levels - 1]++;
+    st->fills_by_size[w.shift == 12 ? 0 : w.shift == 16 ? 1 : 2]++;
+    st->cycles += cost;
     return true;
 }
 
@@ -213,10 +224,9 @@ static bool tlb_fill_hook(void *uc, uint64_t vaddr, int access, uc_tlb_entry_ *e
 /* First execution of a block since the recent cache lost it: find or cost it. */
 __attribute__((noinline)) static fp_block *block_miss(fp_state *st, uint64_t pc, uint32_t size) {
     fp_block *recent = recent_slot(st, pc);
-    uint64_t offset, pte = st->pt ? pt_translate(st, st->pt, pc, &offset) : 0;
+    uint64_t page = pt_peek(st->pt, pc);
     /* a block that runs has a translation; without one (never expected) key it by pc */
-    uint64_t paddr = (pte & FP_PTE_VALID) ? ((pte & FP_PTE_ADDR_MASK) + offset) | (pc & 0xFFF)
-                                          : pc | (1ULL << 63);
+    uint64_t paddr = page != UINT64_MAX ? page | (pc & 0xFFF) : pc | (1ULL << 63);
     fp_block *b = st->blocks ? block_slot(st, paddr, size) : NULL;
     if (!b || !b->size) {
         uint32_t icount = 0, cycles = 0;
@@ -425,9 +435,8 @@ void fp_tb_invalidate(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi) {
 
 /* The physical address `vaddr` translates to in the running space, or UINT64_MAX. */
 uint64_t fp_translate(fp_state *st, uint64_t vaddr) {
-    uint64_t offset, pte = st->pt ? pt_translate(st, st->pt, vaddr, &offset) : 0;
-    if (!(pte & FP_PTE_VALID)) return UINT64_MAX;
-    return ((pte & FP_PTE_ADDR_MASK) + offset) | (vaddr & 0xFFF);
+    uint64_t page = pt_peek(st->pt, vaddr);
+    return page == UINT64_MAX ? UINT64_MAX : page | (vaddr & 0xFFF);
 }
 
 /* Switch the fill hook to another address space's table (NULL: none). */

@@ -37,6 +37,12 @@
 #define FP_RECENT_BLOCKS    1024   /* direct-mapped cache in front of the block table */
 #define FP_FLUSH_CEILING    32     /* a wider ranged TLB flush flushes everything (Linux: 33) */
 
+/* Page-table formats (fp_pt_new) and what a table-building call returns when it needs
+ * a new table frame from Python (fp_pt_add_table, then call again). */
+#define FP_PT_X86_64      0
+#define FP_PT_AARCH64     1
+#define FP_PT_NEED_TABLE  -2
+
 typedef struct fp_pagetable fp_pagetable;
 
 /* Cost of one translated block, computed once (by Python, with capstone). Blocks are
@@ -70,7 +76,11 @@ typedef struct fp_state {
     uint64_t frequency_hz;      /* simulated clock rate (what Unicorn is told the time is) */
     int inline_faults;          /* offer refused fills to the kernel before stopping (fp_fault) */
     int pc_reg;                 /* Unicorn id of the program counter */
-    uint32_t large_shift[2];    /* large page sizes the fill hook looks up (0: none) */
+    uint32_t walk_level_cycles[4];  /* cycles per table entry read, by level (root first) */
+    uint64_t walks;             /* page walks that found a valid leaf (fast mode: each fill) */
+    uint64_t walk_cycles;       /* cycles charged for them, fill cost included */
+    uint64_t walks_by_levels[4];    /* walks that read 1, 2, 3, 4 entries */
+    uint64_t fills_by_size[3];  /* TLB entries filled for 4 KiB, 64 KiB and 2 MiB pages */
     const fp_block *last_block; /* the block executing now (valid until the next block) */
     uint64_t block_misses;      /* blocks costed by Python (first execution) */
     /* system calls: captured by the C hook; `inline_ok[nr]` calls are handed to Python
