@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 
 from emu.errors import EmuError
+from emu.mm.prefault import PrefaultPolicy
 
 DEFAULT_RAM = 256 << 20
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*$")
@@ -64,3 +65,5 @@ class RunConfig:
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook
     mm_flags: MemoryManagerFlags = field(default_factory=MemoryManagerFlags)
     seed: int = 0                            # AT_RANDOM and getrandom come from it
+    tlb: str = "fast"                        # TLB model: "fast" or "detailed"
+    prefault: PrefaultPolicy = field(default_factory=PrefaultPolicy)   # pages set up around a fault

@@ -52,6 +52,7 @@ from emu.mm.frames import PAGE_SIZE, FrameAllocator, PhysicalMemory
 from emu.mm.pagecache import PageCache
 from emu.mm.pagetable import PageTableFormat, TableFrames
 from emu.mm.pager import Pager
+from emu.mm.prefault import Prefaulter
 from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
 from emu.servers.procnto import MemoryManager
@@ -190,7 +191,9 @@ class Machine:
         page_cache = PageCache(frames, ram, engine.invalidate_code)
         pager = Pager(ram, frames, page_cache)
         mm = MemoryManager(sched, bus, waits, store, pager, costs, engine.now, engine.charge)
-        faults = FaultEntry(engine, sched, mm, timers, store, pager, frames, costs, bus)
+        self.prefaulter = Prefaulter(config.prefault, pager.service) if config.prefault.most else None
+        faults = FaultEntry(engine, sched, mm, timers, store, pager, frames, costs, bus,
+                            self.prefaulter)
         syscalls = SyscallTable.for_arch(spec.name, on_unknown=self._unknown_syscall)
         kernel = self.kernel = Kernel(
             engine=engine, ram=ram, frames=frames, root=GuestRoot(config.root), profile=profile,
@@ -332,7 +335,8 @@ class Machine:
                 st.tlb_flushes, st.tlb_page_flushes, self.frames.peak,
                 tuple(sorted(counts.items())), st.walks, st.walk_cycles,
                 tuple(st.walks_by_levels), tuple(st.fills_by_size), self.tables.peak,
-                self.tables.in_use))
+                self.tables.in_use, sum(p.space.prefault_unused for p in self.kernel.processes),
+                tuple(sorted(engine.tlb_model.stats().items())) if engine.tlb_model else ()))
             status = self.process.exit
             assert status is not None
             self._ended = Exited(status)

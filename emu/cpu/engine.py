@@ -25,6 +25,7 @@ from emu.cpu.faultaddr import FaultAddressDecoder
 from emu.cpu.traps import (A64_EXCP_SWI, X86_FP_FLAGS, X86_FSW_SF, X86_GP, X86_MF, classify_a64,
                            classify_x86)
 from emu.cpu.fastpath import FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, FastPath, ffi, lib
+from emu.cpu.tlbmodel import DetailedTlb, TlbGeometry, WalkCacheGeometry
 from emu.profile import InstructionCosts
 
 CodeReader = Callable[[int, int], bytes]
@@ -101,20 +102,25 @@ class CpuEngine:
 
     def __init__(self, spec: ArchSpec, ram_host_address: int, ram_size: int,
                  read_code: CodeReader, costs: InstructionCosts, tlb_fill_cost: int,
-                 syscall_cost: int = 0, frequency_hz: int = 1_000_000_000) -> None:
+                 syscall_cost: int = 0, frequency_hz: int = 1_000_000_000,
+                 walk_level_cycles: tuple[int, int, int, int] = (0, 0, 0, 0)) -> None:
         """Create the engine, map RAM at physical 0 and attach the fast path.
 
         `read_code` fetches guest code for costing blocks the first time they run;
-        `costs` prices instructions, `tlb_fill_cost` each fast-path refill and
+        `costs` prices instructions, `tlb_fill_cost` each fast-path refill (plus
+        `walk_level_cycles[l]` per page-table entry of level l its walk reads) and
         `syscall_cost` each system-call entry.
         """
         self.spec = spec
+        self._ram_size = ram_size
         self.read_code = read_code
         self._coster = BlockCoster(spec, costs)
         self._fault_decoder = FaultAddressDecoder(spec)
         self.fastpath = fastpath = FastPath(self._cost_block)
         st = fastpath.state
         st.tlb_fill_cost = tlb_fill_cost
+        st.walk_level_cycles = list(walk_level_cycles)
+        self.tlb_model: DetailedTlb | None = None
         st.syscall_cost = syscall_cost
         st.frequency_hz = frequency_hz
         st.insn_stop = st.cycle_stop = NEVER
@@ -143,6 +149,18 @@ class CpuEngine:
         if x86 and fastpath.state.cpu != ffi.NULL:
             fpustate.install(fastpath.state, fpustate.locate(uc, int(ffi.cast("uintptr_t",
                                                                               fastpath.state.cpu))))
+
+    def model_tlb(self, tlb: TlbGeometry, cache: WalkCacheGeometry) -> None:
+        """Charge every access through a detailed model of these TLBs (`--tlb detailed`)
+        instead of charging Unicorn's fills; before the first run."""
+        assert self.tlb_model is None, "the TLB model is set up once"
+        self.tlb_model = DetailedTlb(self.fastpath, tlb, cache, self._ram_size >> 12)
+
+    def invalidate_tlb_of(self, table_handle, start: int, end: int) -> None:  # type: ignore[no-untyped-def]
+        """Translations of [start, end) of a space not loaded now changed: drop what the TLB
+        model holds of them (Unicorn's TLB holds only the loaded space's)."""
+        if self.tlb_model is not None:
+            self.tlb_model.invalidate(table_handle, start, end)
 
     def _cost_block(self, pc: int, paddr: int, size: int) -> tuple[int, int]:
         """(instructions, cycles) of a block executing for the first time."""

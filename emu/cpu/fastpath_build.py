@@ -24,6 +24,7 @@ uint64_t fp_pt_tables(const fp_pagetable *pt);
 uint64_t fp_pt_root(const fp_pagetable *pt);
 uint64_t fp_pt_prune(fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, uint64_t max);
 uint64_t fp_pt_release_tables(fp_pagetable *pt, uint64_t *out, uint64_t max);
+uint64_t fp_pt_walk_bench(fp_pagetable *pt, const uint64_t *vaddrs, uint64_t n, uint64_t rounds);
 uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn);
 int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte);
 uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn);
@@ -32,6 +33,14 @@ uint64_t fp_pt_get_large(const fp_pagetable *pt, uint64_t vpn, unsigned shift);
 int fp_pt_set_large(fp_pagetable *pt, uint64_t vpn, unsigned shift, uint64_t pte);
 uint64_t fp_pt_clear_large(fp_pagetable *pt, uint64_t vpn, unsigned shift);
 uint64_t fp_pt_range(const fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, uint64_t max);
+fp_tlbmodel *fp_tlbm_new(void);
+void fp_tlbm_free(fp_tlbmodel *m);
+void fp_tlbm_level(fp_tlbmodel *m, int level, uint32_t hit_cycles, int repl);
+int fp_tlbm_array(fp_tlbmodel *m, int level, uint32_t entries, uint32_t ways, uint32_t sizes);
+int fp_tlbm_walk_cache(fp_tlbmodel *m, uint32_t entries, uint32_t ways, uint32_t levels, uint32_t hit_cycles);
+int fp_tlbm_attach(fp_state *st, fp_tlbmodel *m, uint64_t frames, int hook);
+uint64_t fp_tlbm_access(fp_state *st, uint64_t vaddr, int kind);
+void fp_tlbm_invalidate(fp_state *st, const fp_pagetable *pt, uint64_t lo, uint64_t hi);
 void fp_recent_clear(fp_state *st);
 void fp_blocks_clear(fp_state *st);
 uint64_t fp_blocks_forget(fp_state *st, uint64_t paddr_lo, uint64_t paddr_hi);
@@ -58,7 +67,7 @@ ffibuilder.set_source(
     "emu.cpu._fastpath",
     '#include "fastpath.c"\n',
     include_dirs=[str(CSRC)],
-    depends=[str(CSRC / "fastpath.c"), str(CSRC / "pagetable.c"), str(CSRC / "fastpath.h")],
+    depends=[str(CSRC / "fastpath.c"), str(CSRC / "pagetable.c"), str(CSRC / "tlbmodel.c"), str(CSRC / "fastpath.h")],
     extra_compile_args=["-O2", "-std=c99", "-Wall"],
 )
 

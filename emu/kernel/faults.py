@@ -28,9 +28,10 @@ from emu.mm.fault import (ACCESS_BY_VALUE, BUS_OBJERR, Access, Deliver, FaultCau
                           PageRequest, Resolved, resolve_fault)
 from emu.mm.frames import FrameAllocator
 from emu.mm.pager import PageIn, Pager, work_cycles
+from emu.mm.prefault import Prefaulter
 from emu.mm.vmspace import AddressSpace
 from emu.profile import KernelCosts
-from emu.trace.events import EventBus, FaultBegin, FaultEnd
+from emu.trace.events import EventBus, FaultBegin, FaultEnd, Prefault
 
 FaultSignal = Callable[[Thread, int, int, int, Access], None]
 """(thread, signal, si_code, vaddr, access): a fault the memory manager could not resolve
@@ -63,8 +64,9 @@ class FaultEntry:
 
     def __init__(self, engine: CpuEngine, sched: Scheduler, mm: FaultServer,
                  timers: TimerQueue, store: BackingStore, pager: Pager, frames: FrameAllocator,
-                 costs: KernelCosts, bus: EventBus) -> None:
-        """Fault entry over these kernel parts; `bind` gives it the run loop and signals."""
+                 costs: KernelCosts, bus: EventBus, prefault: Prefaulter | None = None) -> None:
+        """Fault entry over these kernel parts; `bind` gives it the run loop and signals;
+        `prefault` sets up pages around each fault served (the prefault heuristic)."""
         self.engine = engine
         self.sched = sched
         self.mm = mm
@@ -74,13 +76,15 @@ class FaultEntry:
         self.frames = frames
         self.costs = costs
         self.bus = bus
+        self.prefault = prefault
         self.dispatcher: Dispatcher | None = None
         self.signal_fault: FaultSignal | None = None
         self._ids = itertools.count(1)
         mm.ending = self
         c = costs
+        around = prefault.policy.most if prefault is not None else 0
         self._in_place_cost = (c.fault_entry + c.pulse + 2 * c.context_switch + c.procnto_fault
-                               + max(c.zero_page, c.copy_page))
+                               + (1 + around) * max(c.zero_page, c.copy_page))
 
     def bind(self, dispatcher: Dispatcher, signal_fault: FaultSignal) -> None:
         """Connect the run loop (for faults completed in place) and fault signals."""
@@ -181,12 +185,25 @@ class FaultEntry:
         thread = job.thread
         if isinstance(outcome, Resolved):
             self.engine.charge(work_cycles(outcome.cause, self.costs))
+            if self.prefault is not None:
+                self._prefault(job)
         self._fault_end(thread.process.pid, thread.tid, job.fault_id, job.vaddr, outcome, "user")
         if isinstance(outcome, Deliver):
             assert self.signal_fault is not None
             self.signal_fault(thread, outcome.signal, outcome.code, job.vaddr, job.access)
         else:
             self.sched.wake(thread, job.token)
+
+    def _prefault(self, job: FaultJob) -> None:
+        """Set up the pages the prefault policy wants around a served fault, charging their
+        work to the server's time (the faulting thread waits for it)."""
+        assert self.prefault is not None
+        done = self.prefault.around(job.space, job.vaddr, job.access)
+        if done:
+            self.engine.charge(sum(work_cycles(cause, self.costs) for cause in done))
+            if self.bus.wants(Prefault):
+                self.bus.publish(Prefault(self.engine.cycles, job.thread.process.pid,
+                                          job.thread.tid, job.fault_id, job.vaddr, len(done)))
 
     def _fault_end(self, pid: int, tid: int, fault_id: int, vaddr: int,
                    outcome: Resolved | Deliver, origin: str) -> None:

@@ -465,6 +465,8 @@ class Kernel:
         loaded = self._loaded
         if loaded is not None and loaded.process.space is space:
             self.engine.invalidate_tlb(start, end)
+        else:
+            self.engine.invalidate_tlb_of(space.page_table.handle, start, end)
 
     # ---- ending ----
 

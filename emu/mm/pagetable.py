@@ -20,6 +20,7 @@ PTE_WRITE = lib.FP_PTE_WRITE
 PTE_EXEC = lib.FP_PTE_EXEC
 PTE_VALID = lib.FP_PTE_VALID
 PTE_MODIFIED = lib.FP_PTE_MODIFIED
+PTE_ACCESSED = lib.FP_PTE_ACCESSED
 PTE_PERMS = PTE_READ | PTE_WRITE | PTE_EXEC
 _ADDR_MASK = 0x000FFFFFFFFFF000
 assert _ADDR_MASK == lib.FP_PTE_ADDR_MASK, "fastpath.h disagrees"
@@ -80,11 +81,12 @@ class Pte(NamedTuple):
     frame: int
     perms: int          # PTE_READ | PTE_WRITE | PTE_EXEC
     modified: bool
+    accessed: bool = False  # the MMU used it since it was set up (kept when re-mapped)
 
     def encode(self) -> int:
-        """The raw 64-bit entry the fast path reads."""
+        """The raw 64-bit soft entry the C side takes (it encodes the architecture's)."""
         return ((self.frame << PAGE_SHIFT) & _ADDR_MASK) | PTE_VALID | self.perms | (
-            PTE_MODIFIED if self.modified else 0)
+            PTE_MODIFIED if self.modified else 0) | (PTE_ACCESSED if self.accessed else 0)
 
 
 def decode(raw: int) -> Pte | None:
@@ -92,7 +94,7 @@ def decode(raw: int) -> Pte | None:
     if not raw & PTE_VALID:
         return None
     return Pte(frame=(raw & _ADDR_MASK) >> PAGE_SHIFT, perms=raw & PTE_PERMS,
-               modified=bool(raw & PTE_MODIFIED))
+               modified=bool(raw & PTE_MODIFIED), accessed=bool(raw & PTE_ACCESSED))
 
 
 class PageTable:

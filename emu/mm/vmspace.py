@@ -57,6 +57,8 @@ class AddressSpace:
         self._on_removed = on_translations_removed
         self.brk_start = 0
         self.brk = 0
+        self._prefaulted: set[int] = set()      # vpns set up by a prefault, not seen used yet
+        self.prefault_unused = 0                # prefaulted pages unmapped without a use
 
     # ---- queries (the mapping set's) ----
 
@@ -200,9 +202,17 @@ class AddressSpace:
     def _drop_pages(self, start: int, end: int) -> int:
         """Unmap and release every resident page of [start, end); returns how many there were."""
         entries = self.page_table.drop_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
-        for _, pte in entries:
+        for vpn, pte in entries:
             self._frames.release(pte.frame)
+            if self._prefaulted and vpn in self._prefaulted:
+                self._prefaulted.discard(vpn)
+                self.prefault_unused += not pte.accessed
         return len(entries)
+
+    def note_prefaulted(self, vpn: int) -> None:
+        """Page `vpn` was set up by a prefault, not by a touch: whether it is ever used is
+        read from its accessed bit when it goes."""
+        self._prefaulted.add(vpn)
 
     # ---- write-back and msync ----
 

@@ -240,6 +240,17 @@ class LargePage(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Prefault(Event):
+    """Serving fault `fault_id` at `vaddr` also set up `pages` pages next to it (the
+    prefault heuristic)."""
+
+    kind: ClassVar[str] = "prefault"
+    fault_id: int
+    vaddr: int
+    pages: int
+
+
+@dataclass(frozen=True, slots=True)
 class SyscallEnter(Event):
     """A thread entered system call `nr` (`name`) with the six argument registers; a call
     retried after a wait (a pipe, poll, a lock) enters again."""
@@ -297,13 +308,14 @@ class RunEnd(Event):
     fills_by_size: tuple[int, int, int] = (0, 0, 0)             # 4 KiB, 64 KiB, 2 MiB entries
     page_table_frames_peak: int = 0
     page_table_frames_end: int = 0
+    prefault_unused: int = 0        # prefaulted pages unmapped without ever being used
     tlb_model: tuple[tuple[str, int], ...] = field(default=())  # detailed TLB model counters
 
 
 EVENT_KINDS: tuple[type[Event], ...] = (
     StateChange, Switch, Preempt, PriorityChange, SchedParams, FaultBegin, Pulse, FaultServe,
     FaultEnd, DeviceRequest, DeviceComplete, SignalAction, ThreadCreate, ThreadExit,
-    ProcessCreate, ProcessExec, ProcessExit, Lock, Populate, LargePage, SyscallEnter,
+    ProcessCreate, ProcessExec, ProcessExit, Lock, Populate, LargePage, Prefault, SyscallEnter,
     SyscallExit, Diagnostic, RunStart, RunEnd)
 KIND_BY_NAME = {cls.kind: cls for cls in EVENT_KINDS}
 _JSON_NAMES: dict[type[Event], dict[str, str]] = {StateChange: {"old": "from", "new": "to"}}

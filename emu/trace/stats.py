@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emu.trace.events import (DeviceRequest, Event, EventBus, FaultBegin, FaultEnd, LargePage, Lock,
-                              Populate, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
+                              Populate, Prefault, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
                               SchedParams, SignalAction, StateChange, Switch, ThreadCreate)
 
 FAULT_CAUSES = ("zero_fill", "lazy_alloc", "page_in", "cached", "write_track", "cow", "sigbus",
@@ -58,7 +58,7 @@ class RunStats:
             Preempt: self._preempt, FaultBegin: self._fault_begin, FaultEnd: self._fault_end,
             SignalAction: self._signal, SchedParams: self._sched_params,
             DeviceRequest: self._device, Lock: self._lock, Populate: self._populate,
-            LargePage: self._large_page, ProcessExit: self._process_exit,
+            LargePage: self._large_page, Prefault: self._prefault, ProcessExit: self._process_exit,
             RunStart: self._run_start, RunEnd: self._run_end, ProcessCreate: lambda e: None}
 
     @property
@@ -127,6 +127,9 @@ class RunStats:
         elif event.reason == "write_back":
             self.mm["pages_written_back"] += event.pages
 
+    def _prefault(self, event: Prefault) -> None:
+        self.mm["prefaulted_pages"] += event.pages
+
     def _large_page(self, event: LargePage) -> None:
         self.mm["large_pages_formed" if event.formed else "large_pages_split"] += 1
 
@@ -186,6 +189,7 @@ class RunStats:
             "mm": {"frames_total": start.frames_total, "frames_peak": end.frames_peak,
                    "page_table_frames": end.page_table_frames_peak,
                    "page_table_frames_at_exit": end.page_table_frames_end,
+                   "prefaulted_pages": self.mm["prefaulted_pages"], "prefaulted_unused": end.prefault_unused,
                    **{k: self.mm[k] for k in mm_keys}},
             "signals": {"delivered": dict(sorted(self.signals_delivered.items()))},
             "syscalls": dict(sorted(end.syscalls)),

@@ -11,7 +11,7 @@ import pytest
 from emu.kernel.process import Process, Thread, ThreadState
 from emu.kernel.sched import Scheduler
 from emu.trace.events import (EVENT_KINDS, DeviceRequest, Event, EventBus, FaultBegin, FaultEnd,
-                              JsonLinesWriter, LargePage, Lock, Populate, Preempt, ProcessExit,
+                              JsonLinesWriter, LargePage, Lock, Populate, Preempt, Prefault, ProcessExit,
                               Pulse, RunEnd, RunStart, SignalAction, StateChange, Switch,
                               ThreadCreate)
 from emu.trace.stats import FAULT_CAUSES, RunStats, signal_name
@@ -317,7 +317,9 @@ def test_the_report_comes_from_events_alone():
          LargePage(28, 2, 0, 0x200000, 1 << 21, False),
          SignalAction(29, 2, 2, signal.SIGSEGV, 1, 0, "default"),
          ProcessExit(30, 2, 0, 128 + 11, 11),
-         end(40, instructions=10, tlb_fills=3, frames_peak=4, syscalls=(("write", 1),)))
+         Prefault(31, 2, 2, 9, 0x1000, 3),
+         end(40, instructions=10, tlb_fills=3, frames_peak=4, syscalls=(("write", 1),),
+             page_table_frames_peak=6, prefault_unused=2))
     report = stats.report({"x": 1})
     assert report["arch"] == "x86_64" and report["program"] == "/bin/p"
     assert report["exit"] == {"code": 139, "signal": "SIGSEGV"}
@@ -326,7 +328,9 @@ def test_the_report_comes_from_events_alone():
     assert report["mm"] == {"frames_total": 64, "frames_peak": 4, "lazy_allocations": 3,
                             "locked_pages": 3, "cow_copies": 1, "msync_pages_written": 4,
                             "pages_written_back": 5, "large_pages_formed": 1,
-                            "large_pages_split": 1}
+                            "large_pages_split": 1, "page_table_frames": 6,
+                            "page_table_frames_at_exit": 0, "prefaulted_pages": 3,
+                            "prefaulted_unused": 2}
     assert report["fault_latency_cycles"]["count"] == 0        # it never ran again
     assert report["syscalls"] == {"write": 1}
     assert report["signals"]["delivered"] == {"SIGSEGV": 1}

@@ -44,6 +44,7 @@ typedef void (*tb_invalidate_fn)(void *uc, uint64_t start, uint64_t end);
 #define CALL(st, type, idx) ((type)(st)->fn[idx])
 
 #include "pagetable.c"
+#include "tlbmodel.c"
 
 /* ---- block cost cache (per engine): key = (paddr, size) ----
  * A direct-mapped array of recent blocks (by virtual pc, reset when the address space
@@ -193,9 +194,13 @@ static inline bool fill_from_pte(fp_state *st, uint64_t vaddr, int access, uc_tl
      * so that its first write comes back here and sets the dirty bit, as the hardware's
      * dirty-bit assist does */
     entry->perms = leaf_dirty(st->pt, *w.leaf) ? w.perms : w.perms & ~(uint32_t)FP_PTE_WRITE;
+    st->tlb_fills++;
+    if (st->tlbm) {                         /* detailed mode: the model charges walks */
+        tlbm_filled(st->tlbm, vaddr & ~0xFFFULL, w.paddr);
+        return true;
+    }
     uint64_t cost = st->tlb_fill_cost;
     for (uint32_t l = 0; l < w.levels; l++) cost += st->walk_level_cycles[l];
-    st->tlb_fills++;
     st->walks++;
     st->walk_cycles += cost;
     st->walks_by_levels[w.levels - 1]++;
@@ -310,6 +315,7 @@ static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
     st->last_block = b;
     st->instructions += b->icount;
     st->cycles += b->cycles;
+    if (st->tlbm) tlbm_fetch_block(st, pc, size, b->icount);
 }
 
 /* A system call: capture its number and arguments, count and charge it; calls marked
@@ -405,6 +411,7 @@ void fp_tlb_flush(fp_state *st) {
  * FP_FLUSH_CEILING pages (when the CPUState is known), else everything. */
 void fp_tlb_flush_range(fp_state *st, uint64_t start, uint64_t end) {
     if (end <= start) return;
+    fp_tlbm_invalidate(st, st->pt, start, end);
     uint64_t pages = ((end - start - 1) >> 12) + 1;       /* no overflow up to UINT64_MAX */
     if (!st->cpu || !st->fn[FN_TLB_FLUSH_PAGE] || pages > FP_FLUSH_CEILING) {
         fp_tlb_flush(st);

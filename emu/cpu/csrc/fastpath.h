@@ -12,6 +12,7 @@
 #define FP_PTE_EXEC      0x4
 #define FP_PTE_VALID     0x8
 #define FP_PTE_MODIFIED  0x10  /* software bit: page written since last clean */
+#define FP_PTE_ACCESSED  0x20  /* the walker used the entry (x86 A, arm64 AF) */
 #define FP_PTE_ADDR_MASK 0x000FFFFFFFFFF000ULL
 
 /* Why the last fp_run returned (set by the hooks). */
@@ -44,6 +45,27 @@
 #define FP_PT_NEED_TABLE  -2
 
 typedef struct fp_pagetable fp_pagetable;
+typedef struct fp_tlbmodel fp_tlbmodel;
+
+/* The detailed TLB model's levels and replacement policies (tlbmodel.c). */
+#define FP_TLB_L1I 0
+#define FP_TLB_L1D 1
+#define FP_TLB_L2  2
+#define FP_REPL_LRU    0
+#define FP_REPL_FIFO   1
+#define FP_REPL_RANDOM 2
+
+/* One TLB's counters, named as gem5's (hits, misses, readHits, ..., instMisses). */
+typedef struct fp_tlb_stats {
+    uint64_t hits, misses, read_hits, read_misses, write_hits, write_misses,
+             inst_hits, inst_misses;
+} fp_tlb_stats;
+
+typedef struct fp_tlbm_stats {
+    fp_tlb_stats level[3];      /* FP_TLB_L1I, FP_TLB_L1D, FP_TLB_L2 */
+    uint64_t pwc_hits, pwc_misses;  /* walks that started below the root thanks to the cache */
+    uint64_t invalidations;     /* entries dropped by ranged invalidation */
+} fp_tlbm_stats;
 
 /* Cost of one translated block, computed once (by Python, with capstone). Blocks are
  * known by the physical address of their first instruction, so that two processes
@@ -81,6 +103,8 @@ typedef struct fp_state {
     uint64_t walk_cycles;       /* cycles charged for them, fill cost included */
     uint64_t walks_by_levels[4];    /* walks that read 1, 2, 3, 4 entries */
     uint64_t fills_by_size[3];  /* TLB entries filled for 4 KiB, 64 KiB and 2 MiB pages */
+    fp_tlbmodel *tlbm;          /* the detailed TLB model (NULL: fast mode) */
+    fp_tlbm_stats tlbm_stats;
     const fp_block *last_block; /* the block executing now (valid until the next block) */
     uint64_t block_misses;      /* blocks costed by Python (first execution) */
     /* system calls: captured by the C hook; `inline_ok[nr]` calls are handed to Python

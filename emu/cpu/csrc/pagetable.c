@@ -38,7 +38,10 @@ struct fp_pagetable {
     int nstash;
     uint64_t pages;         /* 4 KiB pages mapped by valid leaves (a block counts whole) */
     uint64_t tables;        /* table frames in the tree, root included */
+    uint32_t asid;          /* address-space id the TLB model tags entries with (never reused) */
 };
+
+static uint32_t last_asid;
 
 static inline uint64_t hash64(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
@@ -113,6 +116,7 @@ static uint64_t encode(const fp_pagetable *pt, uint64_t soft, int block, int con
         if (perms & FP_PTE_READ) e |= X86_SW_READ;
         if (!(perms & FP_PTE_EXEC)) e |= X86_NX;
         if (mod) e |= X86_D;
+        if (soft & FP_PTE_ACCESSED) e |= X86_A;
         if (block) e |= X86_PS;
         return e;
     }
@@ -124,6 +128,7 @@ static uint64_t encode(const fp_pagetable *pt, uint64_t soft, int block, int con
     if (!(perms & FP_PTE_EXEC)) e |= A64_UXN;
     if (perms & FP_PTE_READ) e |= A64_SW_READ;
     if (mod) e |= A64_DIRTY;
+    if (soft & FP_PTE_ACCESSED) e |= A64_AF;
     if (cont) e |= A64_CONT;
     return e;
 }
@@ -139,6 +144,7 @@ static uint64_t decode(const fp_pagetable *pt, uint64_t e) {
             if (!(e & X86_NX)) s |= FP_PTE_EXEC;
         }
         if (e & X86_D) s |= FP_PTE_MODIFIED;
+        if (e & X86_A) s |= FP_PTE_ACCESSED;
         return s;
     }
     if (!(e & (A64_VALID | A64_PROTNONE))) return 0;
@@ -149,6 +155,7 @@ static uint64_t decode(const fp_pagetable *pt, uint64_t e) {
         if (!(e & A64_UXN)) s |= FP_PTE_EXEC;
     }
     if ((e & A64_DIRTY) || ((e & A64_DBM) && !(e & A64_RDONLY))) s |= FP_PTE_MODIFIED;
+    if (e & A64_AF) s |= FP_PTE_ACCESSED;
     return s;
 }
 
@@ -186,6 +193,7 @@ fp_pagetable *fp_pt_new(uint8_t *ram, uint64_t ram_size, int format) {
     fp_pagetable *pt = calloc(1, sizeof *pt);
     if (!pt) return NULL;
     pt->ram = ram; pt->ram_size = ram_size; pt->format = format; pt->root = NO_ROOT;
+    pt->asid = ++last_asid;
     return pt;
 }
 
@@ -456,4 +464,15 @@ static inline int pt_walk(const fp_pagetable *pt, uint64_t vaddr, pt_walk_t *w) 
 static inline uint64_t pt_peek(const fp_pagetable *pt, uint64_t vaddr) {
     pt_walk_t w;
     return pt && pt_walk(pt, vaddr, &w) ? w.paddr : UINT64_MAX;
+}
+
+/* Benchmark entry (tools/bench_tlb.py): walk `pt` for each of n addresses `rounds` times,
+ * as the fill hook does (accessed bits included); returns how many walks found a leaf. */
+uint64_t fp_pt_walk_bench(fp_pagetable *pt, const uint64_t *vaddrs, uint64_t n, uint64_t rounds) {
+    uint64_t found = 0;
+    pt_walk_t w;
+    for (uint64_t r = 0; r < rounds; r++)
+        for (uint64_t i = 0; i < n; i++)
+            if (pt_walk(pt, vaddrs[i], &w)) { mark_used(pt, w.leaf, 0); found++; }
+    return found;
 }
