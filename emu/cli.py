@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import NoReturn
 
 from emu import __version__
+from emu.compare import DEFAULT_POLICIES, Policy
 from emu.config import MemoryManagerFlags, RunConfig, parse_size
 from emu.errors import EmuError
+from emu.mm.prefault import PrefaultPolicy
 
 EXIT_EMULATOR_ERROR = 125
 
@@ -46,9 +49,35 @@ def _mm_flags(text: str) -> MemoryManagerFlags:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _OptionsError(Exception):
+    """A policy's options did not parse (the message says why)."""
+
+
+class _PolicyParser(_Parser):
+    """The `emu run` parser as `emu compare` uses it on each policy's options."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the message instead of exiting."""
+        raise _OptionsError(message)
+
+
+def _prefault(text: str) -> PrefaultPolicy:
+    try:
+        return PrefaultPolicy.parse(text)
+    except EmuError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _priority(text: str) -> int:
+    value = _nonnegative(text)
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"a priority is 1-255, not {value}")
+    return value
+
+
+def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentParser:
     """The `emu` argument parser."""
-    parser = _Parser(
+    parser = parser_class(
         prog="emu", description="Run static Linux x86-64/AArch64 programs on an emulated "
         "machine whose MMU faults are handled QNX-style.")
     parser.add_argument("--version", action="version", version=f"emu {__version__}")
@@ -81,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "into large pages (default on; ~v turns it off)")
     run.add_argument("--mm-threads", type=_nonnegative, default=1, metavar="N",
                      help="procnto memory-manager server threads (default 1)")
+    run.add_argument("--mm-priority", type=_priority, default=None, metavar="PRIO",
+                     help="serve faults at this fixed priority (1-255) instead of inheriting "
+                     "each fault pulse's priority, QNX's default")
+    run.add_argument("--prefault", type=_prefault, default=PrefaultPolicy(), metavar="KIND=N,...",
+                     help="pages set up around each fault served, per kind of mapping: text, "
+                     "data, heap, stack, anon, shared, or all (e.g. anon=15,heap=7; default 0: "
+                     "pure demand paging)")
+    run.add_argument("--tlb", choices=("fast", "detailed"), default="fast",
+                     help="TLB model: fast (Unicorn's TLB absorbs hits, each refill is charged "
+                     "its page walk; default) or detailed (every access goes through the "
+                     "profile's L1/L2 TLBs and page-walk cache)")
     run.add_argument("--stop-on-every-fault", action="store_true",
                      help="always stop the CPU for a fault, even when the kernel could complete "
                      "it in place with the same outcome (slower; for checking the fast variant)")
@@ -99,6 +139,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed of the guest's randomness: AT_RANDOM and getrandom (default 0)")
     run.add_argument("program", metavar="PROGRAM")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    compare = sub.add_parser(
+        "compare", help="run one program under several paging policies, side by side",
+        description="Run PROGRAM under each --policy (a name and `emu run` options) in "
+        "parallel and print one table: cycles, instructions, deferred faults, cycles in "
+        "WAITPAGE, fault latency, TLB misses, walk cycles, frames. Without --policy: "
+        + ", ".join(f"{n}={o!r}" for n, o in DEFAULT_POLICIES) + ".")
+    compare.add_argument("--policy", action="append", default=[], metavar="NAME=OPTIONS",
+                         help="a policy: emu run options, e.g. locked=-ml or "
+                         "a53='--profile cortex-a53 --tlb detailed' (repeatable)")
+    compare.add_argument("--options", default="", metavar="OPTIONS",
+                         help="emu run options for every policy, before its own "
+                         "(e.g. '--root DIR --ram 64M')")
+    compare.add_argument("--jobs", type=_nonnegative, default=0, metavar="N",
+                         help="parallel runs (default: the number of cores)")
+    compare.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    compare.add_argument("--json", metavar="FILE", help="write every run's report as JSON")
+    compare.add_argument("--plot", metavar="FILE", help="write bar charts (.png or .svg)")
+    compare.add_argument("program", metavar="PROGRAM")
+    compare.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     return parser
 
 
@@ -119,7 +179,8 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> RunConfig:
                      max_instructions=args.max_instructions, env=_guest_env(args, environ),
                      profile=args.profile, mm_threads=args.mm_threads,
                      faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
-                     seed=args.seed)
+                     seed=args.seed, tlb=args.tlb, prefault=args.prefault,
+                     mm_priority=args.mm_priority)
 
 
 def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -140,13 +201,68 @@ def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return result.exit_code
 
 
+def policy_config(policy: Policy, common: list[str], program: str, args: list[str],
+                  environ: dict[str, str]) -> RunConfig:
+    """The RunConfig of one `emu compare` policy: `emu run` with the common options, the
+    policy's, then the program; EmuError naming the policy if they do not parse."""
+    try:
+        parsed = build_parser(_PolicyParser).parse_args(
+            ["run", *common, *policy.options, program, *args])
+    except _OptionsError as exc:
+        raise EmuError(f"policy {policy.name}: {exc}") from None
+    if parsed.stats or parsed.events or parsed.strace:
+        raise EmuError(f"policy {policy.name}: --stats, --events and --strace are per run; "
+                       "use --json")
+    return config_from(parsed, environ)
+
+
+def _compare(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    from emu import compare as cmp
+
+    policies = [cmp.Policy.parse(text) for text in args.policy] or [
+        cmp.Policy(name, tuple(options.split())) for name, options in cmp.DEFAULT_POLICIES]
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise EmuError("--policy names must differ")
+    try:
+        common = shlex.split(args.options)
+    except ValueError as exc:
+        raise EmuError(f"--options: {exc}") from None
+    for path in (args.csv, args.json, args.plot):
+        if path:
+            try:
+                open(path, "a").close()
+            except OSError as exc:
+                raise EmuError(f"cannot write {path}: {exc.strerror}") from None
+    if args.plot and not args.plot.endswith((".png", ".svg")):
+        raise EmuError("--plot must name a .png or .svg file")
+    configs = [(p, policy_config(p, common, args.program, args.args, environ)) for p in policies]
+    jobs = args.jobs or os.cpu_count() or 1
+    advance, close = cmp.progress_bar(len(configs))
+    try:
+        results = cmp.compare(configs, min(jobs, len(configs)), advance)
+    finally:
+        close()
+    print(cmp.table_text(results, args.program), end="")
+    if args.csv:
+        cmp.write_csv(results, args.csv)
+    if args.json:
+        cmp.write_json(results, args.json)
+    if args.plot:
+        cmp.write_plot(results, args.plot, args.program)
+    return 0 if all(r.error is None for r in results) else EXIT_EMULATOR_ERROR
+
+
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     """Entry point of the `emu` command; returns the exit status (`environ`: emu's own
     environment, which --inherit-env passes on; default os.environ)."""
     args = build_parser().parse_args(argv)
     try:
         sys.stdout.flush()
-        return _run(args, dict(os.environ) if environ is None else environ)
+        env = dict(os.environ) if environ is None else environ
+        if args.command == "compare":
+            return _compare(args, env)
+        return _run(args, env)
     except EmuError as exc:
         print(f"emu: {exc}", file=sys.stderr)
         return EXIT_EMULATOR_ERROR

@@ -62,6 +62,7 @@ class RunConfig:
     env: tuple[str, ...] = field(default_factory=tuple)
     profile: str | None = None               # machine profile file (None: the bundled default)
     mm_threads: int = 1                      # procnto memory-manager server threads
+    mm_priority: int | None = None           # fixed server priority (None: inherit the pulse's)
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook
     mm_flags: MemoryManagerFlags = field(default_factory=MemoryManagerFlags)
     seed: int = 0                            # AT_RANDOM and getrandom come from it

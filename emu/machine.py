@@ -154,6 +154,10 @@ class Machine:
             raise EmuError(f"--ram must be at least {MIN_RAM >> 20}M and a multiple of {PAGE_SIZE}")
         if config.mm_threads < 1:
             raise EmuError("--mm-threads must be at least 1")
+        if config.mm_priority is not None and not 1 <= config.mm_priority <= 255:
+            raise EmuError("--mm-priority must be 1-255")
+        if config.tlb not in ("fast", "detailed"):
+            raise EmuError(f"--tlb must be fast or detailed, not {config.tlb!r}")
         self.config = config
         profile = self.profile = load_profile(config.profile)
         spec = ARCHES[image.arch]
@@ -190,7 +194,8 @@ class Machine:
         store = BackingStore(device, bus, timers, engine.now)
         page_cache = PageCache(frames, ram, engine.invalidate_code)
         pager = Pager(ram, frames, page_cache)
-        mm = MemoryManager(sched, bus, waits, store, pager, costs, engine.now, engine.charge)
+        mm = MemoryManager(sched, bus, waits, store, pager, costs, engine.now, engine.charge,
+                           config.mm_priority)
         self.prefaulter = Prefaulter(config.prefault, pager.service) if config.prefault.most else None
         faults = FaultEntry(engine, sched, mm, timers, store, pager, frames, costs, bus,
                             self.prefaulter)
@@ -201,7 +206,7 @@ class Machine:
             store=store, faults=faults, mm=mm, syscalls=syscalls, tables=tables,
             insn_limit=config.max_instructions,
             large_pages=config.mm_flags.variable_page_sizes, seed=config.seed)
-        kernel.start(config.mm_threads)
+        kernel.start(config.mm_threads, config.mm_priority)
         assert kernel.procnto is not None
         residency = Residency(pager, engine.now, engine.charge, costs, store, bus)
         signals = SignalDelivery(engine, sched, bus, kernel.processes, kernel.end_process,

@@ -111,10 +111,11 @@ class Kernel:
         self.residency = residency
         self.faults.bind(self, self._fault_signal)
 
-    def start(self, mm_threads: int) -> None:
-        """Boot procnto (pid 1) with `mm_threads` memory-manager threads waiting in RECEIVE."""
+    def start(self, mm_threads: int, mm_priority: int | None = None) -> None:
+        """Boot procnto (pid 1) with `mm_threads` memory-manager threads waiting in RECEIVE,
+        at `mm_priority` when they serve at a fixed priority (None: they take each pulse's)."""
         self.procnto = self.new_process(self.engine.spec.name, "procnto", guest=False)
-        prio = self.profile.default_priority
+        prio = mm_priority if mm_priority is not None else self.profile.default_priority
         for i in range(mm_threads):
             server = Thread(tid=self._allocate_id() if i else PROCNTO_PID, process=self.procnto,
                             priority=prio, base_priority=prio, body=self.mm.body,

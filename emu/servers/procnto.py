@@ -14,6 +14,11 @@ one `Pager.serve` step at a time:
   the fault with SIGBUS/BUS_OBJERR instead);
 - `Deliver`: the faulting thread gets SIGSEGV/SIGBUS.
 
+Service priority is a policy: QNX's servers take each pulse's priority (`fixed_priority`
+None, the default); with a fixed priority they run at it whatever the faulting thread's,
+which is what a system designer gets by raising procnto's threads (QNX `procnto -P`-style
+tuning) and what `emu demo` compares with inheritance.
+
 The end of a fault (charge, FaultEnd event, wake or signal) is `FaultEnding.finish`,
 shared with every other path that completes a fault.
 """
@@ -39,9 +44,10 @@ class MemoryManager:
 
     def __init__(self, sched: Scheduler, bus: EventBus, waits: Waits, store: BackingStore,
                  pager: Pager, costs: KernelCosts, now: Callable[[], int],
-                 charge: Callable[[int], None]) -> None:
+                 charge: Callable[[int], None], fixed_priority: int | None = None) -> None:
         """A memory manager using these kernel facilities (`ending` is set by the kernel's
-        fault entry, which owns the end of a fault)."""
+        fault entry, which owns the end of a fault); with `fixed_priority` its servers keep
+        their own priority instead of inheriting each pulse's."""
         self.channel = Channel()
         self.sched = sched
         self.bus = bus
@@ -53,6 +59,7 @@ class MemoryManager:
         self.charge = charge
         self.ending: FaultEnding | None = None
         self.servers: list[Thread] = []
+        self.fixed_priority = fixed_priority
 
     def add_server(self, server: Thread) -> None:
         """A memory-manager thread (already blocked in RECEIVE) joins the pool."""
@@ -74,14 +81,17 @@ class MemoryManager:
         self.charge(self.costs.pulse)
         prio = job.thread.priority
         receiver = self.channel.send(prio, job)
-        server = receiver or next((s for s in self.servers if s.priority < prio), None)
+        inherit = self.fixed_priority is None
+        server = receiver or (next((s for s in self.servers if s.priority < prio), None)
+                              if inherit else None)
         if self.bus.wants(Pulse):
             self.bus.publish(Pulse(self.now(), job.thread.process.pid, job.thread.tid,
                                    job.fault_id, prio,
                                    server.process.pid if server else None,
                                    server.tid if server else None))
         if receiver is not None:
-            self.sched.set_priority(receiver, prio, "inherit")
+            if inherit:
+                self.sched.set_priority(receiver, prio, "inherit")
             self.sched.wake(receiver, receiver.wait_token)
         elif server is not None:
             self.sched.set_priority(server, prio, "inherit")
@@ -99,7 +109,8 @@ class MemoryManager:
                 self.sched.set_priority(server, server.base_priority, "restore")
                 return
             job = pulse.payload
-            self.sched.set_priority(server, pulse.priority, "inherit")
+            if self.fixed_priority is None:
+                self.sched.set_priority(server, pulse.priority, "inherit")
             if not self.sched.is_waiting_on(job.thread, job.token):
                 return                               # the faulting process died meanwhile
             server.job = job
