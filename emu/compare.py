@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class PolicyResult:
     policy: Policy
     report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    stdout: str = ""                # what the guest wrote to its standard output
 
     def row(self) -> dict[str, Any]:
         """The comparison's columns for this run."""
@@ -93,28 +95,33 @@ HEADINGS = ("policy", "exit", "cycles", "instructions", "faults", "cycles in WAI
             "fault p50", "fault p99", "TLB misses", "walk cycles", "frames peak")
 
 
-def run_one(config: RunConfig) -> dict[str, Any]:
-    """Run `config` with the guest's stdin, stdout and stderr on /dev/null; its report."""
+def run_one(config: RunConfig) -> tuple[dict[str, Any], str]:
+    """Run `config` with the guest's stdin and stderr on /dev/null and its stdout in a
+    temporary file; its report and that output."""
     from emu.machine import run_program
 
     devnull = os.open(os.devnull, os.O_RDWR)
-    saved = [os.dup(fd) for fd in (0, 1, 2)]
-    try:
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        return run_program(config).report
-    finally:
-        for fd, copy in zip((0, 1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
+    with tempfile.TemporaryFile() as out:
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        try:
+            for fd, target in ((0, devnull), (1, out.fileno()), (2, devnull)):
+                os.dup2(target, fd)
+            report = run_program(config).report
+        finally:
+            for fd, copy in zip((0, 1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            os.close(devnull)
+        out.seek(0)
+        return report, out.read().decode(errors="replace")
 
 
-def _run_safely(config: RunConfig) -> tuple[dict[str, Any], str | None]:
+def _run_safely(config: RunConfig) -> tuple[dict[str, Any], str | None, str]:
     try:
-        return run_one(config), None
+        report, stdout = run_one(config)
+        return report, None, stdout
     except EmuError as exc:
-        return {}, str(exc)
+        return {}, str(exc), ""
 
 
 def compare(configs: Sequence[tuple[Policy, RunConfig]], jobs: int,
@@ -124,14 +131,15 @@ def compare(configs: Sequence[tuple[Policy, RunConfig]], jobs: int,
     results = {policy.name: PolicyResult(policy) for policy, _ in configs}
     if jobs <= 1 or len(configs) == 1:
         for policy, config in configs:
-            results[policy.name].report, results[policy.name].error = _run_safely(config)
-            progress(results[policy.name])
+            result = results[policy.name]
+            result.report, result.error, result.stdout = _run_safely(config)
+            progress(result)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(_run_safely, config): policy for policy, config in configs}
             for future in as_completed(futures):
                 result = results[futures[future].name]
-                result.report, result.error = future.result()
+                result.report, result.error, result.stdout = future.result()
                 progress(result)
     return [results[policy.name] for policy, _ in configs]
 

@@ -33,13 +33,14 @@ def test_compare_runs_each_policy_as_a_run_alone_would(firmware, arch, tmp_path)
         < int(rows["demand"]["faults"])
     reports = {d["policy"]: d["report"] for d in json.load(open(tmp_path / "t.json"))}
     for name, flags in (("demand", []), ("superlocked", ["-mL"])):
-        # alone, with the guest's output where compare puts it (a guest's stdio is part of
-        # its input: glibc buffers a file, a pipe and a terminal differently)
+        # alone, with the guest's output where compare puts it, a file (a guest's stdio is
+        # part of its input: glibc buffers a file, a pipe and a terminal differently)
         stats = tmp_path / f"{name}.json"
-        alone = subprocess.run([sys.executable, "-m", "emu", "run", "--stats", str(stats),
-                                *flags, str(prog), "512", "2"], cwd="/", timeout=300,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        with open(tmp_path / f"{name}.out", "w") as out:
+            alone = subprocess.run([sys.executable, "-m", "emu", "run", "--stats", str(stats),
+                                    *flags, str(prog), "512", "2"], cwd="/", timeout=300,
+                                   stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.DEVNULL)
         assert alone.returncode == 0
         report = json.loads(stats.read_text())
         for key in ("cycles", "instructions", "faults", "tlb"):
