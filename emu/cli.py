@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from emu import __version__
@@ -15,6 +16,7 @@ from emu.errors import EmuError
 from emu.mm.prefault import PrefaultPolicy
 
 EXIT_EMULATOR_ERROR = 125
+FIRMWARE_BUILD = Path(__file__).resolve().parents[1] / "firmware" / "build"
 
 
 def _nonnegative(text: str) -> int:
@@ -99,9 +101,14 @@ def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentPars
                      "as JSON lines to FILE")
     run.add_argument("--strace", action="store_true",
                      help="show every system call, its decoded arguments and result on stderr")
-    run.add_argument("--profile", metavar="FILE",
-                     help="machine profile (TOML) with the cycle cost of every event "
-                     "(default: emu/profiles/default.toml)")
+    run.add_argument("--profile", metavar="NAME|FILE",
+                     help="machine profile: a bundled one by name (`emu profiles` lists them: "
+                     "cortex-a53, cortex-a72, cortex-a76, skylake, zen2, default) or a TOML file "
+                     "(default: default)")
+    run.add_argument("--set", dest="profile_overrides", action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="override one profile key, e.g. --set tlb.l2.hit_cycles=9 or "
+                     "--set walk.level_cycles=[20,20,20,20] (repeatable)")
     run.add_argument("-m", dest="mm_flags", type=_mm_flags, default=MemoryManagerFlags(),
                      metavar="FLAGS",
                      help="procnto memory-manager flags: l locks every process (mlockall), "
@@ -159,6 +166,25 @@ def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentPars
     compare.add_argument("--plot", metavar="FILE", help="write bar charts (.png or .svg)")
     compare.add_argument("program", metavar="PROGRAM")
     compare.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    profiles = sub.add_parser("profiles", help="list the bundled machine profiles",
+                              description="List the bundled machine profiles, one line each; "
+                              "with --show, every key of one profile and its source.")
+    profiles.add_argument("--show", metavar="NAME|FILE", help="print one profile's keys")
+
+    demo = sub.add_parser(
+        "demo", help="the flagship experiment: plots and a report of the seed's story",
+        description="Run the flagship experiment on the firmware programs: fault latency "
+        "against same-priority threads (demand, -ml, -mL, procnto at a fixed priority), time "
+        "in WAITPAGE per thread, the large-page effect in the detailed TLB model on two "
+        "profiles, and the prefault heuristic's trade-off. Writes PNG plots and REPORT.md.")
+    demo.add_argument("--out", default="emu-demo", metavar="DIR",
+                      help="output folder (default: ./emu-demo)")
+    demo.add_argument("--arch", choices=("both", "x86_64", "aarch64"), default="both")
+    demo.add_argument("--jobs", type=_nonnegative, default=0, metavar="N",
+                      help="parallel runs (default: the number of cores)")
+    demo.add_argument("--firmware", default=str(FIRMWARE_BUILD), metavar="DIR",
+                      help=f"built firmware programs (default: {FIRMWARE_BUILD})")
     return parser
 
 
@@ -180,7 +206,8 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> RunConfig:
                      profile=args.profile, mm_threads=args.mm_threads,
                      faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
                      seed=args.seed, tlb=args.tlb, prefault=args.prefault,
-                     mm_priority=args.mm_priority)
+                     mm_priority=args.mm_priority,
+                     profile_overrides=tuple(args.profile_overrides))
 
 
 def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -253,6 +280,14 @@ def _compare(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return 0 if all(r.error is None for r in results) else EXIT_EMULATOR_ERROR
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from emu.demo import ARCHES, run_demo
+
+    arches = ARCHES if args.arch == "both" else (args.arch,)
+    run_demo(Path(args.firmware), Path(args.out), arches, args.jobs or os.cpu_count() or 1)
+    return 0
+
+
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     """Entry point of the `emu` command; returns the exit status (`environ`: emu's own
     environment, which --inherit-env passes on; default os.environ)."""
@@ -262,6 +297,12 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         env = dict(os.environ) if environ is None else environ
         if args.command == "compare":
             return _compare(args, env)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "profiles":
+            from emu.profile_cli import list_profiles, show_profile
+            print(show_profile(args.show) if args.show else list_profiles(), end="")
+            return 0
         return _run(args, env)
     except EmuError as exc:
         print(f"emu: {exc}", file=sys.stderr)

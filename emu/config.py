@@ -60,7 +60,8 @@ class RunConfig:
     uid: int = 0
     max_instructions: int = 0                # 0: no limit
     env: tuple[str, ...] = field(default_factory=tuple)
-    profile: str | None = None               # machine profile file (None: the bundled default)
+    profile: str | None = None               # machine profile: a bundled name or a file (None: default)
+    profile_overrides: tuple[str, ...] = ()  # KEY=VALUE settings over the profile (--set)
     mm_threads: int = 1                      # procnto memory-manager server threads
     mm_priority: int | None = None           # fixed server priority (None: inherit the pulse's)
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook

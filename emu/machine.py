@@ -159,7 +159,8 @@ class Machine:
         if config.tlb not in ("fast", "detailed"):
             raise EmuError(f"--tlb must be fast or detailed, not {config.tlb!r}")
         self.config = config
-        profile = self.profile = load_profile(config.profile)
+        profile = self.profile = load_profile(config.profile, config.profile_overrides)
+        profile.check_arch(image.arch)
         spec = ARCHES[image.arch]
         costs = profile.kernel
 
@@ -179,7 +180,10 @@ class Machine:
         engine = self.engine = CpuEngine(spec, ram.host_address, ram.size, self._read_code,
                                          profile.instructions, profile.tlb_fill,
                                          syscall_cost=costs.syscall,
-                                         frequency_hz=profile.frequency_hz)
+                                         frequency_hz=profile.frequency_hz,
+                                         walk_level_cycles=profile.walk.level_cycles)
+        if config.tlb == "detailed":
+            engine.model_tlb(profile.tlb, profile.walk.cache)
         frames.on_code_freed = engine.invalidate_code
         tables = self.tables = TableFrames(ram, frames, PageTableFormat.of_arch(spec.name))
         clock = Clock(engine.now, profile.frequency_hz)

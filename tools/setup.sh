@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up emu on a fresh Debian machine and run the demo.
-#   tools/setup.sh            install everything, build the firmware, run tools/demo.py
+#   tools/setup.sh            install everything, build the firmware, run `emu demo`
 #   tools/setup.sh --no-demo  the same without the demo (CI uses this)
 #
 # emu goes into a virtual environment, .venv/ in the checkout: Debian's own python3 is
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 APT_PACKAGES=(make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools qemu-user
-              python3 python3-venv python3-dev libsqlite3-dev)
+              valgrind python3 python3-venv python3-dev libsqlite3-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -78,5 +78,5 @@ echo "setup: building the firmware"
 make -C firmware -j2 -s
 
 if [ "${1:-}" != "--no-demo" ]; then
-    .venv/bin/python tools/demo.py
+    .venv/bin/emu demo --out emu-demo      # the flagship experiment: plots and emu-demo/REPORT.md
 fi

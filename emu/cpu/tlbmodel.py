@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 
 from emu.cpu.fastpath import FastPath, ffi, lib
 
-PAGE_SIZE_BITS = {4096: 1, 65536: 2, 2 << 20: 4, 1 << 30: 8}     # tlbmodel.c: TLBM_SHIFTS
+PAGE_SIZE_BITS = {4096: 1, 65536: 2, 1 << 20: 4, 2 << 20: 8, 1 << 30: 16}   # tlbmodel.c: TLBM_SHIFTS
 REPLACEMENT = {"lru": lib.FP_REPL_LRU, "fifo": lib.FP_REPL_FIFO, "random": lib.FP_REPL_RANDOM}
 LEVEL_NAMES = (("itlb", lib.FP_TLB_L1I), ("dtlb", lib.FP_TLB_L1D), ("l2tlb", lib.FP_TLB_L2))
 _COUNTERS = (("hits", "hits"), ("misses", "misses"), ("readHits", "read_hits"),
@@ -82,7 +82,7 @@ class DetailedTlb:
                 sizes = 0
                 for size in array.page_sizes:
                     if size not in PAGE_SIZE_BITS:
-                        raise ValueError(f"{name}: page size {size} is not 4K, 64K, 2M or 1G")
+                        raise ValueError(f"{name}: page size {size} is not 4K, 64K, 1M, 2M or 1G")
                     sizes |= PAGE_SIZE_BITS[size]
                 if lib.fp_tlbm_array(model, level, array.entries, array.ways, sizes) != 0:
                     raise ValueError(f"{name}: cannot model {array.entries} entries, "

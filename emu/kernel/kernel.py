@@ -453,6 +453,10 @@ class Kernel:
         self.store.submit(space.owner, 0, pages, True, "write_back")
 
     def _large_page(self, space: AddressSpace, vaddr: int, size: int, formed: bool) -> None:
+        """A large page formed or split: the TLB model's entries of the old page size go,
+        as the kernel's TLB invalidation after a collapse or split drops them on hardware
+        (Unicorn's 4 KiB entries stay right: the frames did not change)."""
+        self.engine.invalidate_tlb_of(space.page_table.handle, vaddr, vaddr + size)
         if self.bus.wants(LargePage):
             self.bus.publish(LargePage(self.engine.cycles, space.owner, 0, vaddr, size, formed))
 

@@ -48,7 +48,7 @@ def test_default_profile_values():
     assert p.default_priority == 10
     assert p.instructions == InstructionCosts(alu=1, mul=3, div=20, memory=2, branch=1,
                                               call_return=2, fp_simd=2)
-    assert p.tlb_fill == 30
+    assert p.tlb_fill + sum(p.walk.level_cycles) == 30      # a 4 KiB refill, all levels
     assert p.kernel == KernelCosts(syscall=150, fault_entry=400, pulse=300, context_switch=600,
                                    procnto_fault=2000, zero_page=1000, copy_page=1500)
     assert (p.read_page_ns, p.write_page_ns) == (100_000, 200_000)
@@ -95,7 +95,7 @@ def test_missing_file(tmp_path):
     with pytest.raises(EmuError) as info:
         load_profile(tmp_path / "nope.toml")
     message = str(info.value)
-    assert "nope.toml" in message and "No such file" in message and "\n" not in message
+    assert "nope.toml" in message and "no profile" in message and "\n" not in message
 
 
 def test_bad_toml(tmp_path):
@@ -106,7 +106,7 @@ def test_bad_toml(tmp_path):
 @pytest.mark.parametrize("section", ["instructions", "kernel"])
 def test_missing_cost_section(tmp_path, section):
     message = load_error(tmp_path, without_section(section))
-    assert f"[{section}]" in message and "missing" in message
+    assert f"{section}." in message and "missing" in message
 
 
 @pytest.mark.parametrize("section, key", [("machine", "frequency_hz"), ("tlb", "fill"),
@@ -123,13 +123,13 @@ def test_missing_scalar_key_names_it(tmp_path):
 
 def test_missing_key_in_a_cost_section(tmp_path):
     message = load_error(tmp_path, edited("mul = 3", ""))
-    assert "[instructions]" in message and "mul" in message
+    assert "instructions.mul" in message
 
 
 @pytest.mark.parametrize("old, new, words", [
-    ("mul = 3", "mul = -3", ("[instructions]", "mul", "non-negative")),
-    ("pulse = 300", "pulse = -1", ("[kernel]", "pulse", "non-negative")),
-    ("alu = 1", 'alu = "one"', ("[instructions]", "alu")),
+    ("mul = 3", "mul = -3", ("instructions.mul", "integer >= 0")),
+    ("pulse = 300", "pulse = -1", ("kernel.pulse", "integer >= 0")),
+    ("alu = 1", 'alu = "one"', ("instructions.alu",)),
 ])
 def test_bad_cost_value(tmp_path, old, new, words):
     message = load_error(tmp_path, edited(old, new))
@@ -149,7 +149,7 @@ def test_bad_machine_value(tmp_path, old, new):
 
 
 @pytest.mark.parametrize("old, new", [
-    ("fill = 30", "fill = -30"),
+    ("fill = 10", "fill = -10"),
     ("read_page_ns = 100_000", "read_page_ns = -1"),
     ("write_page_ns = 200_000", "write_page_ns = -200_000"),
 ])

@@ -27,7 +27,8 @@
 #define UC_HOOK_MEM_READ_  1024
 #define UC_HOOK_MEM_WRITE_ 2048
 #define TLBM_MAX_ARRAYS 4
-static const uint8_t TLBM_SHIFTS[] = {12, 16, 21, 30};     /* page sizes: bit i of `sizes` */
+#define TLBM_SIZES 5
+static const uint8_t TLBM_SHIFTS[TLBM_SIZES] = {12, 16, 20, 21, 30};  /* bit i of `sizes` */
 
 typedef struct {
     uint64_t tag;       /* vaddr >> shift */
@@ -44,6 +45,7 @@ typedef struct {
 
 typedef struct {
     tlbm_array arr[TLBM_MAX_ARRAYS];
+    tlbm_entry *last;               /* the entry that hit last: probed first */
     int n;
     uint32_t hit_cycles;
     int repl;                       /* FP_REPL_* */
@@ -91,7 +93,7 @@ void fp_tlbm_level(fp_tlbmodel *m, int level, uint32_t hit_cycles, int repl) {
 }
 
 /* Add an array of `entries` entries, `ways` ways, holding the page sizes in `sizes` (bits of
- * 4K, 64K, 2M, 1G) to a level. 0, or -1 (bad geometry, too many arrays, no memory). */
+ * 4K, 64K, 1M, 2M, 1G) to a level. 0, or -1 (bad geometry, too many arrays, no memory). */
 int fp_tlbm_array(fp_tlbmodel *m, int level, uint32_t entries, uint32_t ways, uint32_t sizes) {
     tlbm_level *lv = &m->level[level];
     if (lv->n >= TLBM_MAX_ARRAYS || !sizes) return -1;
@@ -124,13 +126,19 @@ static inline tlbm_entry *probe(tlbm_array *a, uint64_t tag, uint8_t shift, uint
 
 /* Look `vaddr` up in a level; the page-size shift of the entry that hit, or 0. */
 static int level_lookup(fp_tlbmodel *m, tlbm_level *lv, uint64_t vaddr, uint32_t asid) {
+    tlbm_entry *last = lv->last;
+    if (last && last->valid && last->asid == asid && last->tag == vaddr >> last->shift) {
+        if (lv->repl == FP_REPL_LRU) last->stamp = m->stamp;
+        return last->shift;
+    }
     for (int a = 0; a < lv->n; a++)
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < TLBM_SIZES; i++) {
             if (!(lv->arr[a].sizes >> i & 1)) continue;
             uint8_t shift = TLBM_SHIFTS[i];
             tlbm_entry *e = probe(&lv->arr[a], vaddr >> shift, shift, asid);
             if (e) {
                 if (lv->repl == FP_REPL_LRU) e->stamp = m->stamp;
+                lv->last = e;
                 return shift;
             }
         }
@@ -144,7 +152,7 @@ static void level_fill(fp_tlbmodel *m, tlbm_level *lv, uint64_t vaddr, uint32_t 
     tlbm_array *best = NULL;
     uint8_t best_shift = 0;
     for (int a = 0; a < lv->n; a++)
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < TLBM_SIZES; i++)
             if ((lv->arr[a].sizes >> i & 1) && TLBM_SHIFTS[i] <= shift &&
                 TLBM_SHIFTS[i] > best_shift) { best = &lv->arr[a]; best_shift = TLBM_SHIFTS[i]; }
     if (!best) return;
