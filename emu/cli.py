@@ -120,6 +120,10 @@ def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentPars
     run.add_argument("--mm-priority", type=_priority, default=None, metavar="PRIO",
                      help="serve faults at this fixed priority (1-255) instead of inheriting "
                      "each fault pulse's priority, QNX's default")
+    run.add_argument("--device-driver", type=_priority, default=None, metavar="PRIO",
+                     help="run the block device's driver as a thread at PRIO: a page-in "
+                     "completes only once that thread has run (default: no driver thread, "
+                     "a completion wakes the waiter at once)")
     run.add_argument("--prefault", type=_prefault, default=PrefaultPolicy(), metavar="KIND=N,...",
                      help="pages set up around each fault served, per kind of mapping: text, "
                      "data, heap, stack, anon, shared, or all (e.g. anon=15,heap=7; default 0: "
@@ -206,7 +210,7 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> RunConfig:
                      profile=args.profile, mm_threads=args.mm_threads,
                      faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
                      seed=args.seed, tlb=args.tlb, prefault=args.prefault,
-                     mm_priority=args.mm_priority,
+                     mm_priority=args.mm_priority, device_driver=args.device_driver,
                      profile_overrides=tuple(args.profile_overrides))
 
 

@@ -64,6 +64,8 @@ class RunConfig:
     profile_overrides: tuple[str, ...] = ()  # KEY=VALUE settings over the profile (--set)
     mm_threads: int = 1                      # procnto memory-manager server threads
     mm_priority: int | None = None           # fixed server priority (None: inherit the pulse's)
+    device_driver: int | None = None         # the block driver thread's priority (None: no
+                                             # driver thread, completions are pure latency)
     faults_in_place: bool = True             # complete provably-alone zero-fill faults in the fill hook
     mm_flags: MemoryManagerFlags = field(default_factory=MemoryManagerFlags)
     seed: int = 0                            # AT_RANDOM and getrandom come from it

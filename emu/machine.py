@@ -55,6 +55,7 @@ from emu.mm.pager import Pager
 from emu.mm.prefault import Prefaulter
 from emu.mm.uaccess import BadAddress
 from emu.profile import load_profile
+from emu.servers.devb import DeviceDriver
 from emu.servers.procnto import MemoryManager
 from emu.trace.diagnostics import DiagnosticPrinter
 from emu.trace.strace import StraceWriter
@@ -156,6 +157,8 @@ class Machine:
             raise EmuError("--mm-threads must be at least 1")
         if config.mm_priority is not None and not 1 <= config.mm_priority <= 255:
             raise EmuError("--mm-priority must be 1-255")
+        if config.device_driver is not None and not 1 <= config.device_driver <= 255:
+            raise EmuError("--device-driver must be a priority 1-255")
         if config.tlb not in ("fast", "detailed"):
             raise EmuError(f"--tlb must be fast or detailed, not {config.tlb!r}")
         self.config = config
@@ -198,8 +201,10 @@ class Machine:
         store = BackingStore(device, bus, timers, engine.now)
         page_cache = PageCache(frames, ram, engine.invalidate_code)
         pager = Pager(ram, frames, page_cache)
+        driver = (DeviceDriver(sched, timers, engine.charge, costs.driver_interrupt)
+                  if config.device_driver is not None else None)
         mm = MemoryManager(sched, bus, waits, store, pager, costs, engine.now, engine.charge,
-                           config.mm_priority)
+                           config.mm_priority, driver.wait_for if driver else None)
         self.prefaulter = Prefaulter(config.prefault, pager.service) if config.prefault.most else None
         faults = FaultEntry(engine, sched, mm, timers, store, pager, frames, costs, bus,
                             self.prefaulter)
@@ -210,7 +215,7 @@ class Machine:
             store=store, faults=faults, mm=mm, syscalls=syscalls, tables=tables,
             insn_limit=config.max_instructions,
             large_pages=config.mm_flags.variable_page_sizes, seed=config.seed)
-        kernel.start(config.mm_threads, config.mm_priority)
+        kernel.start(config.mm_threads, config.mm_priority, driver, config.device_driver or 0)
         assert kernel.procnto is not None
         residency = Residency(pager, engine.now, engine.charge, costs, store, bus)
         signals = SignalDelivery(engine, sched, bus, kernel.processes, kernel.end_process,

@@ -46,6 +46,7 @@ class KernelCosts:
     procnto_fault: int
     zero_page: int
     copy_page: int
+    driver_interrupt: int           # the device driver thread's work per completion
 
 
 @dataclass(frozen=True)

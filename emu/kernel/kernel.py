@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from emu.cpu.engine import NEVER, SYSCALLS_COUNTED, CpuEngine, Stop, StopKind
 from emu.errors import EmuError
@@ -54,6 +54,16 @@ if TYPE_CHECKING:
 _EXCEPTIONS = (StopKind.ILLEGAL, StopKind.BREAKPOINT, StopKind.ARITHMETIC)  # SIGILL/TRAP/FPE
 PROCNTO_PID = 1
 LARGE_PAGE_SHIFTS = {"x86_64": (21,), "aarch64": (16, 21)}
+
+
+class Driver(Protocol):
+    """A device driver thread's body (emu/servers/devb.py is one)."""
+
+    def attach(self, thread: Thread) -> None:
+        """`thread`, blocked in RECEIVE, is the driver's."""
+
+    def body(self, thread: Thread) -> None:
+        """The driver thread's work each time the scheduler runs it."""
 
 
 class Kernel:
@@ -111,9 +121,11 @@ class Kernel:
         self.residency = residency
         self.faults.bind(self, self._fault_signal)
 
-    def start(self, mm_threads: int, mm_priority: int | None = None) -> None:
+    def start(self, mm_threads: int, mm_priority: int | None = None,
+              driver: Driver | None = None, driver_priority: int = 0) -> None:
         """Boot procnto (pid 1) with `mm_threads` memory-manager threads waiting in RECEIVE,
-        at `mm_priority` when they serve at a fixed priority (None: they take each pulse's)."""
+        at `mm_priority` when they serve at a fixed priority (None: they take each pulse's),
+        and the block device's `driver` thread at `driver_priority`, if there is one."""
         self.procnto = self.new_process(self.engine.spec.name, "procnto", guest=False)
         prio = mm_priority if mm_priority is not None else self.profile.default_priority
         for i in range(mm_threads):
@@ -123,6 +135,13 @@ class Kernel:
             self.procnto.threads.append(server)
             self.sched.admit_blocked(server, ThreadState.RECEIVE)
             self.mm.add_server(server)
+        if driver is not None:
+            thread = Thread(tid=self._allocate_id(), process=self.procnto,
+                            priority=driver_priority, base_priority=driver_priority,
+                            body=driver.body, name="devb")
+            self.procnto.threads.append(thread)
+            self.sched.admit_blocked(thread, ThreadState.RECEIVE)
+            driver.attach(thread)
 
     # ---- processes and threads ----
 

@@ -44,10 +44,13 @@ class MemoryManager:
 
     def __init__(self, sched: Scheduler, bus: EventBus, waits: Waits, store: BackingStore,
                  pager: Pager, costs: KernelCosts, now: Callable[[], int],
-                 charge: Callable[[int], None], fixed_priority: int | None = None) -> None:
+                 charge: Callable[[int], None], fixed_priority: int | None = None,
+                 io_wait: Callable[[Thread, int, ThreadState], object] | None = None) -> None:
         """A memory manager using these kernel facilities (`ending` is set by the kernel's
         fault entry, which owns the end of a fault); with `fixed_priority` its servers keep
-        their own priority instead of inheriting each pulse's."""
+        their own priority instead of inheriting each pulse's; `io_wait(server, done_at,
+        state)` blocks a server until a page-in is there (default: until the device's
+        completion time; a DeviceDriver's wait_for adds the driver thread's turn)."""
         self.channel = Channel()
         self.sched = sched
         self.bus = bus
@@ -60,6 +63,7 @@ class MemoryManager:
         self.ending: FaultEnding | None = None
         self.servers: list[Thread] = []
         self.fixed_priority = fixed_priority
+        self.io_wait = io_wait or waits.block_until
 
     def add_server(self, server: Thread) -> None:
         """A memory-manager thread (already blocked in RECEIVE) joins the pool."""
@@ -139,7 +143,7 @@ class MemoryManager:
             process = job.thread.process
             job.read = self.store.submit(process.pid, job.thread.tid, 1, False, "page_in",
                                          step.request.mapping.name)
-            self.waits.block_until(server, job.read.done_at, ThreadState.REPLY)
+            self.io_wait(server, job.read.done_at, ThreadState.REPLY)
             return
         server.job = None
         self._finish(job, step)

@@ -109,3 +109,19 @@ def test_bad_policy_options_of_emu_run(firmware):
                           (["--tlb", "slow"], "invalid choice")):
         out = emu("run", *args, str(firmware / "x86_64" / "hello"))
         assert out.returncode == 125 and message in out.stderr, out.stderr
+
+
+def test_a_device_driver_thread_stands_between_the_device_and_the_page_in(firmware, arch,
+                                                                          tmp_path):
+    prog = firmware / arch / "hello"
+    plain = run_emu(prog, stats_path=tmp_path / "p.json", cwd=Path("/"))
+    driven = run_emu("--device-driver", "50", prog, stats_path=tmp_path / "d.json", cwd=Path("/"))
+    assert plain.returncode == driven.returncode == 0 and plain.stdout == driven.stdout
+    page_ins = driven.stats["faults"]["by_cause"]["page_in"]
+    assert page_ins == plain.stats["faults"]["by_cause"]["page_in"] > 10
+    devb = next(t for t in driven.stats["threads"] if t["name"] == "devb")
+    assert devb["priority"] == 50
+    assert devb["cycles_by_state"]["RUNNING"] >= page_ins * 3000     # kernel.driver_interrupt
+    p50 = lambda r: r.stats["fault_latency_cycles"]["p50"]          # noqa: E731
+    assert p50(driven) >= p50(plain) + 3000
+    assert not any(t["name"] == "devb" for t in plain.stats["threads"])

@@ -33,7 +33,7 @@ ANON, FILE = 0x10_0000, 0x40_0000
 SLICE = 1_000_000
 READ_LATENCY = 50_000
 COSTS = KernelCosts(syscall=150, fault_entry=400, pulse=300, context_switch=600,
-                    procnto_fault=2000, zero_page=1000, copy_page=1500)
+                    procnto_fault=2000, zero_page=1000, copy_page=1500, driver_interrupt=3000)
 
 
 class Clock:

@@ -50,7 +50,8 @@ def test_default_profile_values():
                                               call_return=2, fp_simd=2)
     assert p.tlb_fill + sum(p.walk.level_cycles) == 30      # a 4 KiB refill, all levels
     assert p.kernel == KernelCosts(syscall=150, fault_entry=400, pulse=300, context_switch=600,
-                                   procnto_fault=2000, zero_page=1000, copy_page=1500)
+                                   procnto_fault=2000, zero_page=1000, copy_page=1500,
+                                   driver_interrupt=3000)
     assert (p.read_page_ns, p.write_page_ns) == (100_000, 200_000)
 
 
