@@ -13,6 +13,7 @@ from emu import __version__
 from emu.compare import DEFAULT_POLICIES, Policy
 from emu.config import MemoryManagerFlags, RunConfig, parse_size
 from emu.errors import EmuError
+from emu.inject.spec import FaultSpec, Plan, parse_faults
 from emu.mm.prefault import PrefaultPolicy
 
 EXIT_EMULATOR_ERROR = 125
@@ -138,6 +139,17 @@ def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentPars
     run.add_argument("--max-instructions", type=_nonnegative, default=0, metavar="N",
                      help="stop the guest (SIGXCPU) once exactly N instructions have retired "
                      "(default: no limit)")
+    run.add_argument("--max-cycles", type=_nonnegative, default=0, metavar="N",
+                     help="stop the guest (SIGXCPU) once the simulated clock reaches N cycles "
+                     "(default: no limit)")
+    run.add_argument("--fault", dest="faults", action="append", default=[],
+                     metavar="KIND[@TRIGGER][:KEY=VALUE,...]",
+                     help="inject a fault (repeatable), e.g. frame-alloc@nth=100, "
+                     "read-error@nth=1:file=/data.bin, bitflip@cycle=5000000:reg=x0,bit=3, "
+                     "skip@pc=0x401136:count=1 (docs/INJECTION.md lists every kind and key)")
+    run.add_argument("--inject", metavar="PLAN.toml",
+                     help="inject the faults of a plan file ([[fault]] tables), before any "
+                     "--fault")
     run.add_argument("-E", "--env", action="append", default=[], metavar="NAME=VALUE",
                      help="set a guest environment variable (repeatable)")
     env = run.add_mutually_exclusive_group()
@@ -170,6 +182,36 @@ def build_parser(parser_class: type[_Parser] = _Parser) -> argparse.ArgumentPars
     compare.add_argument("--plot", metavar="FILE", help="write bar charts (.png or .svg)")
     compare.add_argument("program", metavar="PROGRAM")
     compare.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    campaign = sub.add_parser(
+        "campaign", help="fault-injection campaigns: run, status, report",
+        description="Run programs x fault sweeps x policies (a TOML campaign file), golden "
+        "runs first, each experiment's outcome a row of a SQLite database; resumable.")
+    csub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    crun = csub.add_parser("run", help="run (or resume) a campaign")
+    crun.add_argument("campaign_file", metavar="CAMPAIGN.toml")
+    crun.add_argument("--db", metavar="FILE",
+                      help="results database (default: beside the campaign file, named after it: "
+                      "campaign.db for campaign.toml)")
+    crun.add_argument("--workers", type=_nonnegative, default=0, metavar="N",
+                      help="local worker processes (default: the number of cores)")
+    crun.add_argument("--dask", metavar="ADDRESS",
+                      help="run the experiments on this Dask scheduler instead "
+                      "(pip install 'emu[dask]')")
+    ff = crun.add_mutually_exclusive_group()
+    ff.add_argument("--no-fast-forward", dest="fast_forward", action="store_false", default=None,
+                    help="run every experiment from the start (default: the campaign's "
+                    "fast_forward setting, on)")
+    ff.add_argument("--fast-forward", dest="fast_forward", action="store_true",
+                    help="fork each experiment from a run already at its trigger")
+    crun.add_argument("--group", type=_nonnegative, default=0, metavar="N",
+                      help="experiments per task (default: chosen from the count)")
+    cstatus = csub.add_parser("status", help="totals and outcomes of a campaign database")
+    cstatus.add_argument("--db", required=True, metavar="FILE")
+    cstatus.add_argument("--json", action="store_true", help="print JSON")
+    creport = csub.add_parser("report", help="write a markdown report and plots")
+    creport.add_argument("--db", required=True, metavar="FILE")
+    creport.add_argument("-o", "--out", required=True, metavar="DIR")
 
     profiles = sub.add_parser("profiles", help="list the bundled machine profiles",
                               description="List the bundled machine profiles, one line each; "
@@ -211,7 +253,14 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> RunConfig:
                      faults_in_place=not args.stop_on_every_fault, mm_flags=args.mm_flags,
                      seed=args.seed, tlb=args.tlb, prefault=args.prefault,
                      mm_priority=args.mm_priority, device_driver=args.device_driver,
-                     profile_overrides=tuple(args.profile_overrides))
+                     profile_overrides=tuple(args.profile_overrides),
+                     max_cycles=args.max_cycles, faults=_faults(args))
+
+
+def _faults(args: argparse.Namespace) -> tuple[FaultSpec, ...]:
+    """The faults of --inject's plan, then of each --fault."""
+    planned = Plan.load(args.inject).faults if args.inject else ()
+    return planned + parse_faults(args.faults)
 
 
 def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -230,6 +279,14 @@ def _run(args: argparse.Namespace, environ: dict[str, str]) -> int:
             json.dump(result.report, f, indent=2)
             f.write("\n")
     return result.exit_code
+
+
+def parse_run_options(argv: list[str]) -> argparse.Namespace:
+    """`emu run ARGV` parsed; EmuError (not an exit) if it does not parse."""
+    try:
+        return build_parser(_PolicyParser).parse_args(["run", *argv])
+    except _OptionsError as exc:
+        raise EmuError(f"emu run options {' '.join(argv[:-1])!r}: {exc}") from None
 
 
 def policy_config(policy: Policy, common: list[str], program: str, args: list[str],
@@ -284,6 +341,21 @@ def _compare(args: argparse.Namespace, environ: dict[str, str]) -> int:
     return 0 if all(r.error is None for r in results) else EXIT_EMULATOR_ERROR
 
 
+def _campaign(args: argparse.Namespace) -> int:
+    from emu.campaign import commands
+
+    if args.campaign_command == "run":
+        summary = commands.run(args.campaign_file, args.db, args.workers, args.dask,
+                               args.fast_forward, args.group)
+        return EXIT_EMULATOR_ERROR if summary.outcomes.get("emulator_error") else 0
+    if args.campaign_command == "status":
+        print(commands.show_status(args.db, args.json), end="")
+        return 0
+    path = commands.report(args.db, args.out)
+    print(f"emu campaign report: {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from emu.demo import ARCHES, run_demo
 
@@ -303,6 +375,8 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
             return _compare(args, env)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "campaign":
+            return _campaign(args)
         if args.command == "profiles":
             from emu.profile_cli import list_profiles, show_profile
             print(show_profile(args.show) if args.show else list_profiles(), end="")

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 
 from emu.errors import EmuError
+from emu.inject.spec import FaultSpec
 from emu.mm.prefault import PrefaultPolicy
 
 DEFAULT_RAM = 256 << 20
@@ -71,3 +72,5 @@ class RunConfig:
     seed: int = 0                            # AT_RANDOM and getrandom come from it
     tlb: str = "fast"                        # TLB model: "fast" or "detailed"
     prefault: PrefaultPolicy = field(default_factory=PrefaultPolicy)   # pages set up around a fault
+    max_cycles: int = 0                      # 0: no limit; else SIGXCPU at this cycle
+    faults: tuple[FaultSpec, ...] = ()       # injected faults (--fault, --inject), armed at load

@@ -47,6 +47,10 @@ from emu.kernel.syscalls import MemoryServices, Services, SyscallTable
 from emu.kernel.sysvshm import SysvShm
 from emu.kernel.timers import TimerQueue
 from emu.kernel.waits import Waits
+from emu.inject.injector import Injector
+from emu.inject.ports import KernelPorts
+from emu.inject.spec import FaultSpec
+from emu.loader import symbols
 from emu.loader.elf import read_elf
 from emu.mm.frames import PAGE_SIZE, FrameAllocator, PhysicalMemory
 from emu.mm.pagecache import PageCache
@@ -213,7 +217,7 @@ class Machine:
             engine=engine, ram=ram, frames=frames, root=GuestRoot(config.root), profile=profile,
             clock=clock, bus=bus, sched=sched, timers=timers, waits=waits, futexes=futexes,
             store=store, faults=faults, mm=mm, syscalls=syscalls, tables=tables,
-            insn_limit=config.max_instructions,
+            insn_limit=config.max_instructions, cycle_limit=config.max_cycles,
             large_pages=config.mm_flags.variable_page_sizes, seed=config.seed)
         kernel.start(config.mm_threads, config.mm_priority, driver, config.device_driver or 0)
         assert kernel.procnto is not None
@@ -259,26 +263,36 @@ class Machine:
         bus.publish(RunStart(engine.cycles, self.process.pid, 0, spec.name, self.process.exe_path,
                              frames.total))
         self._ended: Exited | None = None
-        self._resume_pc: int | None = None
+        ports = KernelPorts(kernel, engine, ram, tuple(SIGNAL_REGISTERS[spec.name]),
+                            self.registers, self.set_register)
+        self.injector = Injector(bus, ports, frames, store, mm, sched,
+                                 lambda: (kernel.steps, kernel.step_started),
+                                 lambda text: symbols.resolve(config.program, text,
+                                                              image.load_bias),
+                                 lambda: self.process.pid, config.seed)
+        if config.faults:
+            self.arm(config.faults)
 
     # ---- running ----
 
     def run(self, until: Until | None = None) -> Stopped | Exited:
         """Run until `until` (or, without it, until every guest process has ended); call
-        again to go on from where it stopped."""
+        again to go on from where it stopped. Injected faults act at their own stop points
+        on the way, which are not the client's."""
         if self._ended is not None:
             return self._ended
-        kernel, engine = self.kernel, self.engine
+        kernel, engine, injector = self.kernel, self.engine, self.injector
         hit: list[Event] = []
         watcher: Instrument | None = None
+        client_cycle, client_pcs = NEVER, ()
         if isinstance(until, AtCycle):
-            kernel.until_cycle = until.cycle
+            client_cycle = until.cycle
         elif isinstance(until, AfterInstructions):
             if until.count < 0:
                 raise ValueError("AfterInstructions needs a count of at least 0")
             kernel.until_instructions = engine.instructions + until.count
         elif isinstance(until, AtPc):
-            engine.set_breakpoints(list(until.pcs), resume_from=self._resume_pc)
+            client_pcs = until.pcs
         elif isinstance(until, OnEvent):
             predicate = until.predicate
 
@@ -288,23 +302,59 @@ class Machine:
                     kernel.request_stop()
             watcher = watch
             self.bus.subscribe(watcher, until.kinds)
-        self._resume_pc = None
+
+        def set_stop_points() -> None:
+            kernel.until_cycle = min(client_cycle, injector.next_cycle())
+            engine.set_breakpoints(sorted({*client_pcs, *injector.pcs()}))
+        if injector.stops_needed and injector.next_cycle() <= engine.cycles:
+            injector.at_stop(None)          # armed where its moment has come already
+        set_stop_points()
         try:
             stopped = self._stop_point(until, hit)
             if stopped is not None:
                 return stopped
             while kernel.step():
-                if not kernel.take_stop_request() and not self._reached(until):
+                requested = kernel.take_stop_request()
+                if injector.stops_needed and (requested or engine.cycles >= kernel.until_cycle):
+                    stop = kernel.last_stop
+                    at_pc = (stop.pc if requested and stop is not None
+                             and stop.kind is StopKind.BREAKPOINT_PC else None)
+                    injector.at_stop(at_pc)
+                    set_stop_points()
+                if not requested and not self._reached(until):
                     continue
                 stopped = self._stop_point(until, hit)
                 if stopped is not None:
                     return stopped
+                self._step_over_breakpoint()
         finally:
             kernel.until_cycle = kernel.until_instructions = NEVER
             engine.set_breakpoints([])
             if watcher is not None:
                 self.bus.unsubscribe(watcher)
         return self._finish()
+
+    def _step_over_breakpoint(self) -> None:
+        """The run goes on from a breakpoint stop: the thread there starts past it."""
+        stop = self.kernel.last_stop
+        if stop is not None and stop.kind is StopKind.BREAKPOINT_PC:
+            thread = self.kernel.loaded_thread()
+            if thread is not None and thread.pc == stop.pc:
+                thread.step_over = stop.pc
+            self.kernel.last_stop = None
+
+    def limit_cycles(self, limit: int) -> None:
+        """From now on, end the run (SIGXCPU, exit reason "cycle_limit") when the clock
+        reaches `limit` (--max-cycles)."""
+        self.kernel.cycle_limit = limit or NEVER
+
+    def arm(self, faults: tuple[FaultSpec, ...], seen: tuple[int, ...] = ()) -> None:
+        """Arm injected faults now (trigger i having seen `seen[i]` occurrences so far: a run
+        resumed part-way); EmuError if one cannot apply to this machine. Faults that change
+        how the memory manager serves a fault make every fault take the ordinary path."""
+        self.injector.arm(faults, seen)
+        if not self.injector.in_place_allowed:
+            self.engine.fastpath.complete_faults_with(None)
 
     def _reached(self, until: Until | None) -> bool:
         """Whether a cycle or instruction stop point has been reached."""
@@ -331,8 +381,7 @@ class Machine:
             thread = kernel.loaded_thread()
         pid, tid, pc = (thread.process.pid, thread.tid, thread.pc) if thread else (0, 0, 0)
         if isinstance(until, AtPc):
-            self._resume_pc = pc
-            kernel.last_stop = None
+            self._step_over_breakpoint()
         return Stopped(until, engine.cycles, engine.instructions, pid, tid, pc,
                        hit[0] if hit else None)
 
@@ -350,7 +399,8 @@ class Machine:
                 tuple(sorted(counts.items())), st.walks, st.walk_cycles,
                 tuple(st.walks_by_levels), tuple(st.fills_by_size), self.tables.peak,
                 self.tables.in_use, sum(p.space.prefault_unused for p in self.kernel.processes),
-                tuple(sorted(engine.tlb_model.stats().items())) if engine.tlb_model else ()))
+                tuple(sorted(engine.tlb_model.stats().items())) if engine.tlb_model else (),
+                self.frames.bad_page_states))
             status = self.process.exit
             assert status is not None
             self._ended = Exited(status)

@@ -24,7 +24,8 @@ from emu.cpu.costs import BlockCoster
 from emu.cpu.faultaddr import FaultAddressDecoder
 from emu.cpu.traps import (A64_EXCP_SWI, X86_FP_FLAGS, X86_FSW_SF, X86_GP, X86_MF, classify_a64,
                            classify_x86)
-from emu.cpu.fastpath import FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, FastPath, ffi, lib
+from emu.cpu.fastpath import (FAULT_DONE, FAULT_DONE_STOP, FAULT_STOP, FastPath, StuckValue,
+                              ffi, lib)
 from emu.cpu.tlbmodel import DetailedTlb, TlbGeometry, WalkCacheGeometry
 from emu.profile import InstructionCosts
 
@@ -122,6 +123,8 @@ class CpuEngine:
         st.walk_level_cycles = list(walk_level_cycles)
         self.tlb_model: DetailedTlb | None = None
         st.syscall_cost = syscall_cost
+        st.ram = ffi.cast("uint8_t *", ram_host_address)
+        st.ram_size = ram_size
         st.frequency_hz = frequency_hz
         st.insn_stop = st.cycle_stop = NEVER
         lib.fp_clock_reset()            # a new engine's TLB starts from simulated time 0
@@ -168,16 +171,19 @@ class CpuEngine:
 
     # ---- running ----
 
-    def run(self, pc: int, insn_stop: int = NEVER, deadline: int = NEVER) -> Stop:
+    def run(self, pc: int, insn_stop: int = NEVER, deadline: int = NEVER,
+            step_over: int | None = None) -> Stop:
         """Execute from `pc` until the kernel is needed; returns why execution stopped.
 
         It stops before the first block that starts at or after the clock `deadline`,
         and exactly when `instructions` reaches `insn_stop` or the PC reaches a
-        breakpoint (`set_breakpoints`)."""
+        breakpoint (`set_breakpoints`) — except one at `step_over` where the run starts
+        (resuming from a stop there)."""
         fastpath = self.fastpath
         st = fastpath.state
         st.insn_stop = insn_stop
         st.cycle_stop = deadline
+        st.resume_pc = NEVER if step_over is None else step_over
         err = fastpath.run(pc)
         self._raise_callback_error()
         reason, now = st.stop_reason, st.stop_pc
@@ -278,6 +284,11 @@ class CpuEngine:
         code = self.read_code(block_pc, st.stop_block_size)
         return block_pc + self._coster.instruction_ends(code, block_pc, left)
 
+    def instruction_end(self, code: bytes, pc: int, count: int) -> int:
+        """The byte offset in `code` (at `pc`) just after its first `count` instructions;
+        ValueError if it holds fewer."""
+        return self._coster.instruction_ends(code, pc, count)
+
     def _raise_callback_error(self) -> None:
         fastpath = self.fastpath
         if fastpath.callback_error is not None:
@@ -325,11 +336,13 @@ class CpuEngine:
         faulting instruction instead of going on (`FAULT_DONE_STOP`)."""
         self.fastpath.state.stop_reason = lib.FP_STOP_FAULT_DONE
 
-    def set_breakpoints(self, addresses: list[int], resume_from: int | None = None) -> None:
-        """Stop before the instruction at any of `addresses`; one at `resume_from` is
-        stepped over by the next run (resuming from it)."""
+    def set_stuck(self, stuck: list[StuckValue]) -> None:
+        """Stuck-at values asserted before every block (see FastPath.set_stuck)."""
+        self.fastpath.set_stuck(stuck)
+
+    def set_breakpoints(self, addresses: list[int]) -> None:
+        """Stop before the instruction at any of `addresses` (see `run`'s `step_over`)."""
         self.fastpath.set_breakpoints(addresses)
-        self.fastpath.state.resume_pc = NEVER if resume_from is None else resume_from
 
     # ---- registers and context ----
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ctypes
 import struct
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 try:
     from emu.cpu._fastpath import ffi, lib
@@ -136,6 +137,23 @@ def _patch_unicorn_clock(libunicorn: ctypes.CDLL) -> bool:
     return ok
 
 
+@dataclass(frozen=True)
+class StuckValue:
+    """A stuck-at value the block hook asserts: a register (Unicorn id `reg`, at most 64
+    bits), physical memory (`paddr`), or memory at `vaddr` of the page table `table` (a
+    PageTable handle) whenever a page is there; `width` bytes; (value & and_mask) | or_mask
+    until the clock reaches `until`."""
+
+    reg: int = -1
+    paddr: int = 0
+    vaddr: int = 0
+    table: Any = None
+    width: int = 8
+    and_mask: int = 0
+    or_mask: int = 0
+    until: int = 0
+
+
 class FastPath:
     """One engine's fast-path state: hooks, counters, stop points and Unicorn entry points."""
 
@@ -208,12 +226,27 @@ class FastPath:
 
     def set_breakpoints(self, addresses: list[int]) -> None:
         """Stop before executing any of `addresses` (at most FP_MAX_BREAKPOINTS)."""
+        addresses = sorted(set(addresses))
         if len(addresses) > lib.FP_MAX_BREAKPOINTS:
             raise ValueError(f"at most {lib.FP_MAX_BREAKPOINTS} breakpoints")
         st = self.state
         for i, address in enumerate(addresses):
             st.breakpoints[i] = address
         st.n_breakpoints = len(addresses)
+
+    def set_stuck(self, stuck: list[StuckValue]) -> None:
+        """Stuck-at values asserted before every block while the clock is below their
+        `until`."""
+        if len(stuck) > lib.FP_MAX_STUCK:
+            raise ValueError(f"at most {lib.FP_MAX_STUCK} stuck-at values at once")
+        st = self.state
+        self._stuck_tables = [v.table for v in stuck]       # kept alive while used
+        for i, v in enumerate(stuck):
+            k = st.stuck[i]
+            k.reg, k.paddr, k.vaddr, k.width = v.reg, v.paddr, v.vaddr, v.width
+            k.pt = v.table if v.table is not None else ffi.NULL
+            k.and_mask, k.or_mask, k.until = v.and_mask, v.or_mask, v.until
+        st.n_stuck = len(stuck)
 
     def set_inline_syscalls(self, numbers: list[int]) -> None:
         """Mark the system calls handled inside the hook (by `on_syscall`)."""

@@ -43,8 +43,9 @@ class Device(Protocol):
     """What the kernel needs of a backing-store device."""
 
     def submit(self, now: int, pages: int, write: bool, reason: str,
-               file: str = "") -> Completion:
-        """Queue a transfer at `now`; its completion (time and status)."""
+               file: str = "", extra: int = 0) -> Completion:
+        """Queue a transfer at `now` (taking `extra` cycles more than its pages do); its
+        completion (time and status)."""
 
 
 FailurePolicy = Callable[[DeviceRequest], int]
@@ -68,11 +69,12 @@ class BlockDevice:
         self._ids = itertools.count(1)
 
     def submit(self, now: int, pages: int, write: bool, reason: str,
-               file: str = "") -> Completion:
-        """Queue a transfer of `pages` pages at time `now`; its completion."""
+               file: str = "", extra: int = 0) -> Completion:
+        """Queue a transfer of `pages` pages at time `now`, `extra` cycles longer than its
+        pages take (a latency spike); its completion."""
         request = DeviceRequest(next(self._ids), write, pages, reason, file)
         start = max(now, self.busy_until)
-        duration = pages * (self.write_page_cycles if write else self.read_page_cycles)
+        duration = pages * (self.write_page_cycles if write else self.read_page_cycles) + extra
         self.busy_until = start + duration
         self.busy_cycles += duration
         if write:

@@ -28,6 +28,17 @@ class FaultJob:
     read: Completion | None = field(default=None)   # the backing-store read waited for
     decided: PageRequest | None = None  # the resolver's request, when taken at fault time and
                                         # nothing can change it before the server runs
+    held: bool = False                  # the server was held back before serving (mm-delay)
+
+
+class ServerFaults(Protocol):
+    """A fault injector's say on the memory manager's work."""
+
+    def pulse_lost(self, job: FaultJob) -> int:
+        """Cycles after which the fault's pulse, lost now, is sent again (0: not lost)."""
+
+    def serve_delay(self, job: FaultJob) -> int:
+        """Cycles the server is held back before it serves `job`, just taken (0: none)."""
 
 
 class FaultEnding(Protocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from emu.cpu.engine import NEVER, SYSCALLS_COUNTED, CpuEngine, Stop, StopKind
 from emu.errors import EmuError
@@ -42,8 +42,8 @@ from emu.mm.pagetable import TableFrames
 from emu.mm.uaccess import UserMemory
 from emu.mm.vmspace import PROT_READ, PROT_WRITE, STACK_SIZE, STACK_TOP, AddressSpace, Mapping, Share
 from emu.profile import Profile
-from emu.trace.events import (Diagnostic, EventBus, LargePage, ProcessCreate, ProcessExec,
-                              ProcessExit, Switch, ThreadExit)
+from emu.trace.events import (Deadlock, Diagnostic, EventBus, LargePage, LimitReached,
+                              ProcessCreate, ProcessExec, ProcessExit, Switch, ThreadExit)
 
 if TYPE_CHECKING:
     from emu.kernel.family import Family
@@ -74,7 +74,7 @@ class Kernel:
                  sched: Scheduler, timers: TimerQueue, waits: Waits, futexes: FutexTable,
                  store: BackingStore, faults: FaultEntry, mm: MemoryServer,
                  syscalls: SyscallTable, tables: TableFrames, insn_limit: int = 0, large_pages: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cycle_limit: int = 0) -> None:
         """A kernel over these collaborators, with no process yet (`start` boots procnto)."""
         self.engine = engine
         self.ram = ram
@@ -94,6 +94,7 @@ class Kernel:
         self.syscalls = syscalls
         self.tables = tables
         self.insn_limit = insn_limit or NEVER
+        self.cycle_limit = cycle_limit or NEVER
         # procnto's "v": variable page sizes (2 MiB on x86-64; 64 KiB and 2 MiB on AArch64)
         self.large_shifts = LARGE_PAGE_SHIFTS[engine.spec.name] if large_pages else ()
         self.processes: list[Process] = []
@@ -110,6 +111,8 @@ class Kernel:
         self.until_cycle = NEVER                # a stop point of the machine's client
         self.until_instructions = NEVER
         self.last_stop: Stop | None = None       # the engine stop that ended the last step
+        self.steps = 0                          # steps begun so far
+        self.step_started = 0                   # the clock when the current step began
 
     def connect(self, services: Services, signals: SignalDelivery, family: Family,
                 residency: Residency, host_io: HostPoller) -> None:
@@ -142,6 +145,17 @@ class Kernel:
             self.procnto.threads.append(thread)
             self.sched.admit_blocked(thread, ThreadState.RECEIVE)
             driver.attach(thread)
+
+    def start_kernel_thread(self, name: str, priority: int,
+                            body: Callable[[Thread], None]) -> Thread:
+        """A new READY kernel thread (a process of its own, which does not keep the run
+        alive) running `body` each time it is dispatched."""
+        proc = self.new_process(self.engine.spec.name, name, guest=False)
+        thread = Thread(tid=proc.pid, process=proc, priority=priority, base_priority=priority,
+                        body=body, name=name)
+        proc.threads.append(thread)
+        self.sched.admit(thread)
+        return thread
 
     # ---- processes and threads ----
 
@@ -298,6 +312,11 @@ class Kernel:
         guest process has ended."""
         if not self.live_guests:
             return False
+        self.steps += 1
+        self.step_started = self.engine.cycles
+        if self.engine.cycles >= self.cycle_limit:
+            self._cycle_limit_reached()
+            return bool(self.live_guests)
         if self.host_io:
             self.host_io.poll(0)            # host descriptors guest threads wait for
         thread = self.next_thread()
@@ -311,14 +330,26 @@ class Kernel:
                     return True
                 self._deadlock()
                 return bool(self.live_guests)
-            if self.until_cycle <= due:     # the client's stop point comes first
-                self.engine.charge(max(0, self.until_cycle - self.engine.cycles))
-                self._stop_wanted = True
+            if min(self.until_cycle, self.cycle_limit) <= due:  # a stop point comes first
+                self.engine.charge(max(0, min(self.until_cycle, self.cycle_limit)
+                                       - self.engine.cycles))
+                self._stop_wanted = self.until_cycle <= self.engine.cycles
                 return True
             self.engine.charge(max(0, due - self.engine.cycles))    # idle until then
             return True
         self.run_thread(thread)
         return bool(self.live_guests)
+
+    def _cycle_limit_reached(self) -> None:
+        """The clock reached the run's cycle limit: every guest process dies of SIGXCPU."""
+        thread = self.loaded_thread()
+        self.diagnose(thread, f"cycle limit ({self.cycle_limit}) reached"
+                      + (f" at pc {thread.pc:#x}" if thread is not None else ""))
+        if self.bus.wants(LimitReached):
+            self.bus.publish(LimitReached(self.engine.cycles, 0, 0, "cycles", self.cycle_limit))
+        for proc in self.processes:
+            if proc is not self.procnto and proc.alive:
+                self.kill(proc, signal.SIGXCPU)
 
     def next_thread(self) -> Thread | None:
         """Fire due timers, then dispatch and switch to the thread that runs next; a guest
@@ -344,9 +375,10 @@ class Kernel:
         else:
             self._running_guest = True
             try:
+                step_over, thread.step_over = thread.step_over, None
                 stop = self.engine.run(thread.pc, insn_stop=min(self.insn_limit,
                                                                 self.until_instructions),
-                                       deadline=self.deadline(thread))
+                                       deadline=self.deadline(thread), step_over=step_over)
             finally:
                 self._running_guest = False
             thread.pc = stop.pc
@@ -358,7 +390,7 @@ class Kernel:
         """When the running guest thread must stop: end of its slice, the next timer, or the
         client's stop point."""
         now = self.engine.cycles
-        deadline = min(now + max(thread.slice_left, 1), self.until_cycle)
+        deadline = min(now + max(thread.slice_left, 1), self.until_cycle, self.cycle_limit)
         due = self.timers.next_due()
         return deadline if due is None else min(deadline, max(due, now + 1))
 
@@ -410,6 +442,9 @@ class Kernel:
             if self.engine.instructions >= self.insn_limit:
                 self.diagnose(thread, f"instruction limit ({self.insn_limit}) reached at pc "
                                       f"{stop.pc:#x}")
+                if self.bus.wants(LimitReached):
+                    self.bus.publish(LimitReached(self.engine.cycles, thread.process.pid,
+                                                  thread.tid, "instructions", self.insn_limit))
                 self.kill(thread.process, signal.SIGXCPU)
             else:
                 self._stop_wanted = True        # the client's instruction count
@@ -446,6 +481,8 @@ class Kernel:
                    for t in p.live_threads()]
         self.diagnose(None, f"deadlock: every guest thread is blocked ({', '.join(blocked)}); "
                             "killing")
+        if self.bus.wants(Deadlock):
+            self.bus.publish(Deadlock(self.engine.cycles, 0, 0, tuple(blocked)))
         for proc in self.processes:
             if proc is not self.procnto and proc.alive:
                 self.kill(proc, signal.SIGKILL)
@@ -466,10 +503,10 @@ class Kernel:
         if self.signals.force(thread, info, self.signals.fault_line(thread, info, access)):
             self.sched.wake(thread, thread.wait_token)
 
-    def _written_back(self, space: AddressSpace, pages: int) -> None:
-        """File pages written back at munmap or exit: the device is busy with them (the
-        caller does not wait: the writes are queued)."""
-        self.store.submit(space.owner, 0, pages, True, "write_back")
+    def _written_back(self, space: AddressSpace, file: str, pages: int) -> bool:
+        """Modified pages of `file` are written back at munmap or exit: the device is busy
+        with them (the caller does not wait: the writes are queued); False if it fails them."""
+        return self.store.submit(space.owner, 0, pages, True, "write_back", file).ok
 
     def _large_page(self, space: AddressSpace, vaddr: int, size: int, formed: bool) -> None:
         """A large page formed or split: the TLB model's entries of the old page size go,

@@ -66,6 +66,7 @@ class Thread:
     body: Callable[[Thread], None] | None = None    # kernel thread: runs instead of guest code
     job: Any = None                 # a server thread's work in progress
     name: str = ""
+    step_over: int | None = None    # a breakpoint address its next run starts at (not hit)
     cpu_cycles: int = 0             # cycles spent RUNNING, up to `running_since`
     running_since: int = 0          # when it last became RUNNING
     sig: ThreadSignals = field(default_factory=ThreadSignals)  # mask, pending, sigaltstack

@@ -53,7 +53,8 @@ class Residency:
             self.charge(self.costs.procnto_fault + work_cycles(cause, self.costs))
         ok = not done.failed
         if done.reads:
-            read = self.store.submit(proc.pid, tid, done.reads, False, "populate")
+            file = next((m.name for m in proc.space.mappings_in(start, end) if m.obj.cached), "")
+            read = self.store.submit(proc.pid, tid, done.reads, False, "populate", file)
             self.charge(max(0, read.done_at - self.now()))
             ok = ok and read.ok
         if done.causes and self.bus.wants(Populate):

@@ -8,6 +8,11 @@ be shared (copy-on-write, page cache).
 Invariants: a frame is either on the free list with refcount 0, or off it with
 refcount >= 1; `in_use` equals the number of frames off the free list; frames
 reserved for committed memory never exceed the free frames.
+
+Once a fault injector has corrupted memory the kernel keeps its bookkeeping in (a page-
+table entry, or physical memory that may hold one), the kernel is *tainted*, as Linux
+says: releasing a free frame or giving back more commitment than there is no longer
+asserts, it is counted as a bad page state (Linux's "BUG: Bad page state") and ignored.
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ class PhysicalMemory:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"RAM size must be a positive multiple of {PAGE_SIZE} bytes")
         self.size = size
-        self._buffer = mmap.mmap(-1, size)
+        # private: a forked emulator (a campaign's fast-forward) gets its own copy of RAM
+        self._buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         self.view = memoryview(self._buffer)
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
 
@@ -74,6 +80,16 @@ class FrameAllocator:
         # translated code of them, which must go before their contents change
         self._code = bytearray(total_frames)
         self.on_code_freed: Callable[[int], None] | None = None
+        # a fault injector's say on demands that may fail: (purpose, vaddr, pages) -> refuse
+        self.refuse: Callable[[str, int, int], bool] | None = None
+        self.tainted = False        # a fault injector corrupted what the kernel keeps
+        self.bad_page_states = 0    # inconsistencies met since (tainted only)
+
+    def bad_state(self, what: str) -> None:
+        """An inconsistency of the bookkeeping: a bug (AssertionError) unless tainted."""
+        if not self.tainted:
+            raise AssertionError(what)
+        self.bad_page_states += 1
 
     @property
     def in_use(self) -> int:
@@ -90,6 +106,13 @@ class FrameAllocator:
         """Free frames not promised to anyone."""
         return self._free_count - self.reserved
 
+    def check_demand(self, purpose: str, vaddr: int, pages: int = 1) -> None:
+        """A demand for memory that may fail — a commitment (`purpose` "commit") or an
+        unpromised frame ("lazy_alloc", "cow", "page_in") for the page at `vaddr` — is about
+        to be made: OutOfFrames if a fault injector refuses it (`refuse`)."""
+        if self.refuse is not None and self.refuse(purpose, vaddr, pages):
+            raise OutOfFrames()
+
     def reserve(self, count: int) -> None:
         """Promise `count` free frames to committed memory; OutOfFrames if they are not there."""
         if count > self.unreserved:
@@ -98,16 +121,19 @@ class FrameAllocator:
 
     def unreserve(self, count: int) -> None:
         """Give back `count` promised frames that will not be used."""
-        assert 0 <= count <= self.reserved, f"unreserving {count} of {self.reserved}"
+        if not 0 <= count <= self.reserved:
+            self.bad_state(f"unreserving {count} of {self.reserved}")
+            count = max(0, min(count, self.reserved))
         self.reserved -= count
 
     def allocate(self, reserved: bool = False) -> int:
         """Take a free frame with refcount 1: one promised earlier (`reserved`) or an unpromised
         one; raise OutOfFrames when there is none."""
-        if reserved:
-            assert self.reserved > 0, "allocating a reserved frame that was never reserved"
+        if reserved and self.reserved > 0:
             self.reserved -= 1
         elif self.unreserved <= 0:
+            # (a committed page whose commitment is gone takes a free frame: only a page
+            # table corrupted by a fault injector loses track of a committed page)
             raise OutOfFrames()
         frame = self._free_map.find(1, self._hint)
         assert frame >= 0, "free count and free map disagree"
@@ -137,7 +163,9 @@ class FrameAllocator:
 
     def share(self, frame: int) -> int:
         """Add a reference to an allocated frame; returns the frame."""
-        assert self._refcount[frame] > 0, f"sharing free frame {frame}"
+        if self._refcount[frame] == 0:
+            self.bad_state(f"sharing free frame {frame}")
+            return frame
         self._refcount[frame] += 1
         return frame
 
@@ -153,7 +181,9 @@ class FrameAllocator:
         """Drop one reference; returns True when the frame became free (its translated
         code, if any, is dropped first through `on_code_freed`)."""
         count = self._refcount[frame]
-        assert count > 0, f"releasing free frame {frame}"
+        if count == 0:
+            self.bad_state(f"releasing free frame {frame}")
+            return False
         self._refcount[frame] = count - 1
         if count == 1:
             if self._code[frame]:

@@ -97,6 +97,8 @@ class Pager:
         frame = space.block_frame(mapping, request.vaddr)
         try:
             if frame is None:
+                if not mapping.commits:
+                    self.frames.check_demand("lazy_alloc", request.vaddr)
                 frame = self.frames.allocate(reserved=mapping.commits)
         except OutOfFrames:
             return _no_frame(request.vaddr)
@@ -113,6 +115,8 @@ class Pager:
         mapping = request.mapping
         index = mapping.object_offset(request.vaddr) >> PAGE_SHIFT
         try:
+            if not mapping.obj.file.is_cached(index):
+                self.frames.check_demand("page_in", request.vaddr)
             frame = self.frames.share(mapping.obj.file.frame(index))
         except OutOfFrames:
             return _no_frame(request.vaddr)
@@ -131,6 +135,7 @@ class Pager:
         try:
             source = old.frame if old is not None else mapping.obj.file.frame(
                 mapping.object_offset(request.vaddr) >> PAGE_SHIFT)
+            self.frames.check_demand("cow", request.vaddr)
             frame = self.frames.allocate()      # copies are not committed: none is reserved
         except OutOfFrames:
             return _no_frame(request.vaddr)

@@ -111,10 +111,11 @@ class PageTable:
 
     def __init__(self, tables: TableFrames, large_shifts: tuple[int, ...] = (),
                  on_large_page: LargePageHook | None = None,
-                 mark_code: CodeMark | None = None) -> None:
+                 mark_code: CodeMark | None = None, frame_limit: int | None = None) -> None:
         """An empty table in `tables`' RAM that may hold large entries of the given page-size
         shifts; `on_large_page` hears of large pages formed and split, `mark_code` of
-        frames mapped executable."""
+        frames mapped executable. With `frame_limit` (the frames of RAM), an entry naming a
+        frame at or past it reads as no entry."""
         ram = tables.ram
         handle = lib.fp_pt_new(ffi.cast("uint8_t *", ram.host_address), ram.size, tables.format)
         if handle == ffi.NULL:
@@ -126,6 +127,7 @@ class PageTable:
         self._mark_code = mark_code
         self._large: dict[int, int] = {}       # first vpn of each large entry -> its shift
         self._held = 0                          # table frames taken for this tree
+        self._frame_limit = frame_limit if frame_limit is not None else 1 << 52
 
     @property
     def table_frames(self) -> int:
@@ -147,9 +149,37 @@ class PageTable:
         if status != 0:
             raise RuntimeError("page table: a large page is in the way")
 
+    def _in_ram(self, pte: Pte | None) -> Pte | None:
+        """`pte`, unless it names a frame past the end of RAM (only a corrupted entry does:
+        the kernel then sees no page there, as the MMU does)."""
+        return pte if pte is None or pte.frame < self._frame_limit else None
+
     def lookup(self, vpn: int) -> Pte | None:
         """The entry for virtual page number `vpn` (inside a large page: its part), or None."""
-        return decode(lib.fp_pt_get(self.handle, vpn))
+        return self._in_ram(decode(lib.fp_pt_get(self.handle, vpn)))
+
+    def leaf_address(self, vpn: int) -> int | None:
+        """The physical address of the architecture's leaf entry that maps `vpn` (a level-3
+        entry, or the level-2 block of a 2 MiB page), if it maps anything."""
+        root = lib.fp_pt_root(self.handle)
+        if root == (1 << 64) - 1:
+            return None
+        ram = self.tables.ram
+        x86 = self.tables.format is PageTableFormat.X86_64
+        table = root
+        for level in range(4):
+            address = table + 8 * ((vpn >> (27 - 9 * level)) & 511)
+            entry = int.from_bytes(ram.read(address, 8), "little")
+            if level == 3:
+                return address if entry else None
+            if x86:
+                nxt = entry & _ADDR_MASK if entry & 1 and not entry & 0x80 else 0
+            else:
+                nxt = entry & 0x0000FFFFFFFFF000 if entry & 3 == 3 else 0
+            if not nxt or nxt + 4096 > ram.size:
+                return address if level == 2 and entry else None
+            table = nxt
+        return None
 
     def large_entry(self, vpn: int) -> tuple[int, int] | None:
         """(first vpn, shift) of the large page covering `vpn`, if any."""
@@ -175,7 +205,7 @@ class PageTable:
         """Remove the entry for `vpn`; returns what was there."""
         if self._large:
             self._split(vpn)
-        return decode(lib.fp_pt_clear(self.handle, vpn))
+        return self._in_ram(decode(lib.fp_pt_clear(self.handle, vpn)))
 
     def drop_range(self, first_vpn: int, end_vpn: int) -> list[tuple[int, Pte]]:
         """Remove every entry of [first_vpn, end_vpn) and return them (as small entries); a
@@ -212,10 +242,13 @@ class PageTable:
 
     def release(self) -> None:
         """Give every table frame back (the address space is going away; it maps nothing)."""
-        assert len(self) == 0, "releasing a page table that still maps pages"
+        frames = self.tables.frames
+        if len(self):
+            frames.bad_state("releasing a page table that still maps pages")
         out = ffi.new("uint64_t[]", self._held + 1)
         got = lib.fp_pt_release_tables(self.handle, out, self._held + 1)
-        assert got == self._held, f"page table held {self._held} frames, found {got}"
+        if got != self._held:
+            frames.bad_state(f"page table held {self._held} frames, found {got}")
         for i in range(got):
             self.tables.give_back(out[i])
         self._held = 0
@@ -266,7 +299,7 @@ class PageTable:
         out = ffi.new("uint64_t[]", 2 * most)
         got = lib.fp_pt_range(self.handle, first_vpn, end_vpn, out, most)
         pairs = [(out[2 * i], out[2 * i + 1]) for i in range(got)]
-        return ((vpn, pte) for vpn, raw in pairs if (pte := decode(raw)) is not None)
+        return ((vpn, pte) for vpn, raw in pairs if (pte := self._in_ram(decode(raw))) is not None)
 
     def __len__(self) -> int:
         """Number of 4 KiB pages with an entry (a large page counts all of its pages)."""

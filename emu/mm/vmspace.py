@@ -37,18 +37,20 @@ class AddressSpace:
 
     def __init__(self, frames: FrameAllocator, tables: TableFrames,
                  on_translations_removed: Callable[[AddressSpace, int, int], None],
-                 on_write_back: Callable[[AddressSpace, int], None] = lambda space, pages: None,
+                 on_write_back: Callable[[AddressSpace, str, int], bool] = (
+                     lambda space, file, pages: True),
                  large_shifts: tuple[int, ...] = (),
                  on_large_page: Callable[[AddressSpace, int, int, bool], None] | None = None,
                  ) -> None:
         """An empty space whose page tables live in `tables`; `on_translations_removed(space, start, end)` is called after
-        translations of [start, end) were removed or lowered, `on_write_back(space, pages)`
-        after file pages went to the backing store, `on_large_page(space, vaddr, size,
+        translations of [start, end) were removed or lowered, `on_write_back(space, file,
+        pages)` before modified pages of a mapping of `file` go to the backing store at
+        munmap or exit (False: the device failed them, and they are lost), `on_large_page(space, vaddr, size,
         formed)` when a large page formed or split; with `large_shifts`, committed memory
         coalesces into large pages of those sizes."""
         hook = (None if on_large_page is None else
                 lambda vaddr, size, formed: on_large_page(self, vaddr, size, formed))
-        self.page_table = PageTable(tables, large_shifts, hook, frames.mark_code)
+        self.page_table = PageTable(tables, large_shifts, hook, frames.mark_code, frames.total)
         self.owner = 0                  # pid of the owning process (for its events)
         self._large = LargePageAllocator(self.page_table, frames)
         self._on_write_back = on_write_back
@@ -114,22 +116,23 @@ class AddressSpace:
         assert mapping.start % PAGE_SIZE == 0 and mapping.end % PAGE_SIZE == 0
         assert mapping.start < mapping.end and not self.overlaps(mapping.start, mapping.end)
         if mapping.commits:
+            self._frames.check_demand("commit", mapping.start, mapping.length >> PAGE_SHIFT)
             self._frames.reserve(mapping.length >> PAGE_SHIFT)
         self._mappings.place(mapping)
 
     def remove(self, start: int, end: int) -> list[Mapping]:
         """Unmap [start, end): free its frames, split mappings at the edges; returns what was removed."""
         removed = self._mappings.take_out(start, end)
-        written = 0
         for m in removed:
-            written += self._write_back(m, m.start, m.end, clean=False)
+            dirty = self._dirty_pages(m)
+            # the device takes the modified pages first; if it fails them, they are lost
+            if dirty and self._on_write_back(self, m.name, dirty):
+                self._write_back(m, m.start, m.end, clean=False)
             resident = self._drop_pages(m.start, m.end)
             held = self._large.release_frames(m.start, m.end) if self._large else 0
             if m.commits:
                 # the pages' commitment: what neither a resident page nor a block frame used
                 self._frames.unreserve((m.length >> PAGE_SHIFT) - resident - held)
-        if written:
-            self._on_write_back(self, written)
         if removed:
             self._on_removed(self, min(m.start for m in removed), max(m.end for m in removed))
         return removed
@@ -184,7 +187,9 @@ class AddressSpace:
         assert new_length >= old.length and new_start % PAGE_SIZE == 0
         extra = (new_length - old.length) >> PAGE_SHIFT
         if old.commits:
-            self._frames.reserve(extra + (old.length >> PAGE_SHIFT if keep_old else 0))
+            demand = extra + (old.length >> PAGE_SHIFT if keep_old else 0)
+            self._frames.check_demand("commit", new_start, demand)
+            self._frames.reserve(demand)
         self._mappings.take_out(old.start, old.end)
         moved = self.page_table.drop_range(old.start >> PAGE_SHIFT, old.end >> PAGE_SHIFT)
         if self._large:
@@ -236,13 +241,14 @@ class AddressSpace:
 
     def dirty_file_pages(self, start: int, end: int) -> int:
         """How many modified pages of shared file mappings in [start, end) msync would write."""
-        count = 0
-        for m in self.mappings_in(start, end):
-            if m.obj.cached and m.share is Share.SHARED and not m.obj.nosync:
-                count += sum(1 for _, pte in self.page_table.entries(m.start >> PAGE_SHIFT,
-                                                                     m.end >> PAGE_SHIFT)
-                             if pte.modified)
-        return count
+        return sum(self._dirty_pages(m) for m in self.mappings_in(start, end))
+
+    def _dirty_pages(self, m: Mapping) -> int:
+        """How many modified pages of `m` (a whole mapping or a part) go to its file."""
+        if not (m.obj.cached and m.share is Share.SHARED and not m.obj.nosync):
+            return 0
+        return sum(1 for _, pte in self.page_table.entries(m.start >> PAGE_SHIFT,
+                                                           m.end >> PAGE_SHIFT) if pte.modified)
 
     def sync(self, start: int, end: int, invalidate: bool) -> int:
         """msync: write modified shared file pages of [start, end) back and re-protect them;

@@ -28,7 +28,7 @@ import signal
 from typing import Callable
 
 from emu.kernel.channel import Channel
-from emu.kernel.faultjob import FaultEnding, FaultJob
+from emu.kernel.faultjob import FaultEnding, FaultJob, ServerFaults
 from emu.kernel.io import BackingStore
 from emu.kernel.process import Thread, ThreadState
 from emu.kernel.sched import Scheduler
@@ -64,6 +64,7 @@ class MemoryManager:
         self.servers: list[Thread] = []
         self.fixed_priority = fixed_priority
         self.io_wait = io_wait or waits.block_until
+        self.faults: ServerFaults | None = None     # a fault injector's hooks
 
     def add_server(self, server: Thread) -> None:
         """A memory-manager thread (already blocked in RECEIVE) joins the pool."""
@@ -83,6 +84,10 @@ class MemoryManager:
         inheritance), so that the pulse is not starved by threads in between.
         """
         self.charge(self.costs.pulse)
+        lost_for = self.faults.pulse_lost(job) if self.faults is not None else 0
+        if lost_for:                # it never arrives: the fault entry sends it again later
+            self.waits.timers.at(self.now() + lost_for, lambda: self._resend(job))
+            return
         prio = job.thread.priority
         receiver = self.channel.send(prio, job)
         inherit = self.fixed_priority is None
@@ -99,6 +104,11 @@ class MemoryManager:
             self.sched.wake(receiver, receiver.wait_token)
         elif server is not None:
             self.sched.set_priority(server, prio, "inherit")
+
+    def _resend(self, job: FaultJob) -> None:
+        """A lost pulse's timeout: send it again, if its thread still waits for it."""
+        if self.sched.is_waiting_on(job.thread, job.token):
+            self.submit(job)
 
     # ---- the server thread's body: called each time the scheduler runs it ----
 
@@ -122,6 +132,11 @@ class MemoryManager:
                 self.bus.publish(FaultServe(self.now(), server.process.pid, server.tid,
                                             job.fault_id))
             self.charge(self.costs.procnto_fault)
+            delay = self.faults.serve_delay(job) if self.faults is not None else 0
+            if delay:               # held back: other threads run meanwhile
+                job.held = True
+                self.waits.block_until(server, self.now() + delay, ThreadState.REPLY)
+                return
         elif not self.sched.is_waiting_on(job.thread, job.token):
             server.job = None                        # died while the device worked
             return

@@ -273,6 +273,47 @@ class SyscallExit(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Deadlock(Event):
+    """Every guest thread was blocked with nothing left to wake one: the run is ended (the
+    guests are killed); `blocked` names each thread and its state."""
+
+    kind: ClassVar[str] = "deadlock"
+    blocked: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReached(Event):
+    """The run hit a limit of its options (`limit` "instructions" or "cycles", at `value`):
+    its guests are killed with SIGXCPU."""
+
+    kind: ClassVar[str] = "limit"
+    limit: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class InjectArmed(Event):
+    """Fault number `fault` of the run's plan (`spec`, its canonical shorthand) is armed
+    (tid 0: before the guest runs, or where a campaign resumed the run)."""
+
+    kind: ClassVar[str] = "inject_armed"
+    fault: int
+    fault_kind: str
+    spec: str
+
+
+@dataclass(frozen=True, slots=True)
+class InjectFired(Event):
+    """Fault number `fault` hit (pid, tid), whose PC was `pc`: what it did (`detail`)."""
+
+    kind: ClassVar[str] = "inject_fired"
+    fault: int
+    fault_kind: str
+    pc: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnostic(Event):
     """A line the kernel has for the user (shown on stderr by the CLI)."""
 
@@ -310,13 +351,14 @@ class RunEnd(Event):
     page_table_frames_end: int = 0
     prefault_unused: int = 0        # prefaulted pages unmapped without ever being used
     tlb_model: tuple[tuple[str, int], ...] = field(default=())  # detailed TLB model counters
+    bad_page_states: int = 0        # bookkeeping inconsistencies after injected corruption
 
 
 EVENT_KINDS: tuple[type[Event], ...] = (
     StateChange, Switch, Preempt, PriorityChange, SchedParams, FaultBegin, Pulse, FaultServe,
     FaultEnd, DeviceRequest, DeviceComplete, SignalAction, ThreadCreate, ThreadExit,
     ProcessCreate, ProcessExec, ProcessExit, Lock, Populate, LargePage, Prefault, SyscallEnter,
-    SyscallExit, Diagnostic, RunStart, RunEnd)
+    SyscallExit, Deadlock, LimitReached, InjectArmed, InjectFired, Diagnostic, RunStart, RunEnd)
 KIND_BY_NAME = {cls.kind: cls for cls in EVENT_KINDS}
 _JSON_NAMES: dict[type[Event], dict[str, str]] = {StateChange: {"old": "from", "new": "to"}}
 

@@ -12,10 +12,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.trace.events import (DeviceRequest, Event, EventBus, FaultBegin, FaultEnd, LargePage, Lock,
-                              Populate, Prefault, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
+from emu.trace.events import (Deadlock, DeviceRequest, Event, EventBus, FaultBegin, FaultEnd,
+                              InjectArmed, InjectFired, LargePage, LimitReached, Lock, Populate,
+                              Prefault, Preempt, ProcessCreate, ProcessExit, RunEnd, RunStart,
                               SchedParams, SignalAction, StateChange, Switch, ThreadCreate)
 
+HITS_KEPT = 1000        # injected-fault hits listed in the report (all are counted)
 FAULT_CAUSES = ("zero_fill", "lazy_alloc", "page_in", "cached", "write_track", "cow", "sigbus",
                 "sigsegv", "spurious")
 """The keys of `faults.by_cause` (emu.mm.fault.FaultCause values)."""
@@ -42,6 +44,11 @@ class RunStats:
     faults_by_cause: Counter[str] = field(default_factory=lambda: Counter(
         {c: 0 for c in FAULT_CAUSES}))
     signals_delivered: Counter[str] = field(default_factory=Counter)
+    signals_handled: Counter[str] = field(default_factory=Counter)
+    armed: list[InjectArmed] = field(default_factory=list)
+    hits: list[InjectFired] = field(default_factory=list)
+    fired_by_kind: Counter[str] = field(default_factory=Counter)
+    ended_by: str | None = None             # "deadlock", "cycle_limit", "instruction_limit"
     context_switches: int = 0
     preemptions: int = 0
     fault_latencies: list[int] = field(default_factory=list)
@@ -59,7 +66,9 @@ class RunStats:
             SignalAction: self._signal, SchedParams: self._sched_params,
             DeviceRequest: self._device, Lock: self._lock, Populate: self._populate,
             LargePage: self._large_page, Prefault: self._prefault, ProcessExit: self._process_exit,
-            RunStart: self._run_start, RunEnd: self._run_end, ProcessCreate: lambda e: None}
+            RunStart: self._run_start, RunEnd: self._run_end, ProcessCreate: lambda e: None,
+            InjectArmed: self.armed.append, InjectFired: self._fired, Deadlock: self._deadlock,
+            LimitReached: self._limit}
 
     @property
     def kinds(self) -> tuple[type[Event], ...]:
@@ -122,6 +131,8 @@ class RunStats:
         self.mm["locked_pages"] += event.pages
 
     def _device(self, event: DeviceRequest) -> None:
+        if not event.ok:
+            return                  # a failed transfer wrote nothing
         if event.reason == "msync":
             self.mm["msync_pages_written"] += event.pages
         elif event.reason == "write_back":
@@ -135,6 +146,19 @@ class RunStats:
 
     def _signal(self, event: SignalAction) -> None:
         self.signals_delivered[signal_name(event.signal)] += 1
+        if event.action == "handler":
+            self.signals_handled[signal_name(event.signal)] += 1
+
+    def _fired(self, event: InjectFired) -> None:
+        self.fired_by_kind[event.fault_kind] += 1
+        if len(self.hits) < HITS_KEPT:
+            self.hits.append(event)
+
+    def _deadlock(self, event: Deadlock) -> None:
+        self.ended_by = self.ended_by or "deadlock"
+
+    def _limit(self, event: LimitReached) -> None:
+        self.ended_by = self.ended_by or f"{event.limit.rstrip('s')}_limit"
 
     def _process_exit(self, event: ProcessExit) -> None:
         self.exits[event.pid] = event
@@ -171,7 +195,8 @@ class RunStats:
         return {
             "arch": start.arch,
             "program": start.program,
-            "exit": {"code": code, "signal": signal_name(signo) if signo else None},
+            "exit": {"code": code, "signal": signal_name(signo) if signo else None,
+                     "reason": self.ended_by or ("signal" if signo else "exit")},
             "instructions": end.instructions,
             "cycles": end.cycles,
             "tlb": {"fills": end.tlb_fills, "flushes": end.tlb_flushes,
@@ -190,8 +215,17 @@ class RunStats:
                    "page_table_frames": end.page_table_frames_peak,
                    "page_table_frames_at_exit": end.page_table_frames_end,
                    "prefaulted_pages": self.mm["prefaulted_pages"], "prefaulted_unused": end.prefault_unused,
+                   "bad_page_states": end.bad_page_states,
                    **{k: self.mm[k] for k in mm_keys}},
-            "signals": {"delivered": dict(sorted(self.signals_delivered.items()))},
+            "signals": {"delivered": dict(sorted(self.signals_delivered.items())),
+                        "handled": dict(sorted(self.signals_handled.items()))},
+            "inject": {"armed": len(self.armed),
+                       "faults": [{"fault": a.fault, "kind": a.fault_kind, "spec": a.spec}
+                                  for a in self.armed],
+                       "fired": dict(sorted(self.fired_by_kind.items())),
+                       "hits": [{"cycle": h.ts, "pid": h.pid, "tid": h.tid, "pc": h.pc,
+                                 "fault": h.fault, "kind": h.fault_kind, "detail": h.detail}
+                                for h in self.hits]},
             "syscalls": dict(sorted(end.syscalls)),
             "host": host,
         }

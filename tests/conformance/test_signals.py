@@ -39,7 +39,7 @@ def test_signal_mode(firmware: Path, arch: str, emu, mode: str) -> None:  # type
     assert run.returncode == 0, run.stderr
     assert run.stdout == expected
     assert run.stderr == ""
-    assert run.stats["exit"] == {"code": 0, "signal": None}
+    assert run.stats["exit"] == {"code": 0, "signal": None, "reason": "exit"}
     assert run.stats["signals"]["delivered"] == delivered
 
 
@@ -95,7 +95,7 @@ def test_async_signals_keep_the_interrupted_registers(firmware: Path, arch: str,
 def test_abort_dies_of_sigabrt(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]
     run = emu(firmware / arch / "signals", "abort")
     assert (run.returncode, run.stdout) == (134, "about to abort\n")
-    assert run.stats["exit"] == {"code": 134, "signal": "SIGABRT"}
+    assert run.stats["exit"] == {"code": 134, "signal": "SIGABRT", "reason": "signal"}
     assert run.stats["signals"]["delivered"] == {"SIGABRT": 1}
 
 

@@ -19,7 +19,7 @@ def test_hello_argv_env_and_exit_code(firmware: Path, arch: str, emu) -> None:  
     assert run.stderr == ""
     assert run.stats is not None
     assert run.stats["arch"] == arch
-    assert run.stats["exit"] == {"code": 42, "signal": None}
+    assert run.stats["exit"] == {"code": 42, "signal": None, "reason": "exit"}
 
 
 def test_exit_code_keeps_low_byte(firmware: Path, arch: str, emu) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ def test_bad_access_kills_with_sigsegv(firmware: Path, arch: str, emu, mode: str
     assert run.stdout == f"about to {mode}\n"
     assert si_code in run.stderr and access in run.stderr
     assert run.stats is not None
-    assert run.stats["exit"] == {"code": 139, "signal": "SIGSEGV"}
+    assert run.stats["exit"] == {"code": 139, "signal": "SIGSEGV", "reason": "signal"}
     assert run.stats["faults"]["by_cause"]["sigsegv"] == 1
     assert run.stats["signals"]["delivered"] == {"SIGSEGV": 1}
 

@@ -322,7 +322,7 @@ def test_the_report_comes_from_events_alone():
              page_table_frames_peak=6, prefault_unused=2))
     report = stats.report({"x": 1})
     assert report["arch"] == "x86_64" and report["program"] == "/bin/p"
-    assert report["exit"] == {"code": 139, "signal": "SIGSEGV"}
+    assert report["exit"] == {"code": 139, "signal": "SIGSEGV", "reason": "signal"}
     assert (report["instructions"], report["cycles"], report["tlb"]["fills"]) == (10, 40, 3)
     assert report["faults"]["total"] == 2 and report["faults"]["by_cause"]["cow"] == 1
     assert report["mm"] == {"frames_total": 64, "frames_peak": 4, "lazy_allocations": 3,
@@ -330,7 +330,7 @@ def test_the_report_comes_from_events_alone():
                             "pages_written_back": 5, "large_pages_formed": 1,
                             "large_pages_split": 1, "page_table_frames": 6,
                             "page_table_frames_at_exit": 0, "prefaulted_pages": 3,
-                            "prefaulted_unused": 2}
+                            "prefaulted_unused": 2, "bad_page_states": 0}
     assert report["fault_latency_cycles"]["count"] == 0        # it never ran again
     assert report["syscalls"] == {"write": 1}
     assert report["signals"]["delivered"] == {"SIGSEGV": 1}

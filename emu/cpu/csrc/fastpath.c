@@ -279,6 +279,31 @@ void fp_fpu_sync(fp_state *st) {
     if (st->fpu_mxcsr) fpu_merge(st);
 }
 
+/* Assert every stuck-at value whose time has not run out (before a block runs). */
+static void assert_stuck(fp_state *st, void *uc) {
+    for (uint32_t i = 0; i < st->n_stuck; i++) {
+        fp_stuck *k = &st->stuck[i];
+        if (st->cycles >= k->until) continue;
+        uint64_t v = 0;
+        if (k->reg >= 0) {
+            CALL(st, uc_reg_read_fn, FN_REG_READ)(uc, k->reg, &v);
+            uint64_t w = (v & k->and_mask) | k->or_mask;
+            if (w != v) CALL(st, uc_reg_write_fn, FN_REG_WRITE)(uc, k->reg, &w);
+        } else if (st->ram) {
+            uint64_t paddr = k->paddr;
+            if (k->pt) {
+                uint64_t page = pt_peek(k->pt, k->vaddr);
+                if (page == UINT64_MAX) continue;           /* no page there (yet) */
+                paddr = page + (k->vaddr & 0xFFF);
+            }
+            if (paddr + k->width > st->ram_size) continue;
+            memcpy(&v, st->ram + paddr, k->width);
+            v = (v & k->and_mask) | k->or_mask;
+            memcpy(st->ram + paddr, &v, k->width);
+        }
+    }
+}
+
 static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
     fp_state *st = user;
     if (st->fpu_mxcsr) fpu_merge(st);
@@ -291,20 +316,23 @@ static void block_hook(void *uc, uint64_t pc, uint32_t size, void *user) {
     fp_block *b = recent_slot(st, pc);
     if (__builtin_expect(b->pc != pc || b->size != size, 0)) b = block_miss(st, pc, size);
     if (__builtin_expect(st->n_breakpoints != 0, 0)) {
-        uint64_t inside = UINT64_MAX;
-        for (uint32_t i = 0; i < st->n_breakpoints; i++) {
-            uint64_t bp = st->breakpoints[i];
-            if (bp == pc && pc != st->resume_pc) {
-                st->stop_pc = pc; request_stop(st, uc, FP_STOP_BREAKPOINT); return;
-            }
-            if (bp > pc && bp < pc + size && bp < inside) inside = bp;
+        /* the first breakpoint at or after pc (they are sorted) */
+        uint32_t lo = 0, hi = st->n_breakpoints;
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (st->breakpoints[mid] < pc) lo = mid + 1; else hi = mid;
         }
-        if (inside != UINT64_MAX) {
-            st->stop_pc = pc; st->precise_pc = inside; st->stop_block_size = size;
+        if (lo < st->n_breakpoints && st->breakpoints[lo] == pc && pc != st->resume_pc) {
+            st->stop_pc = pc; request_stop(st, uc, FP_STOP_BREAKPOINT); return;
+        }
+        if (lo < st->n_breakpoints && st->breakpoints[lo] == pc) lo++;
+        if (lo < st->n_breakpoints && st->breakpoints[lo] < pc + size) {
+            st->stop_pc = pc; st->precise_pc = st->breakpoints[lo]; st->stop_block_size = size;
             request_stop(st, uc, FP_STOP_PRECISE);
             return;
         }
     }
+    if (__builtin_expect(st->n_stuck != 0, 0)) assert_stuck(st, uc);
     if (__builtin_expect(st->instructions + b->icount > st->insn_stop, 0)) {
         st->stop_pc = pc; st->precise_pc = 0;       /* Python finds the instruction */
         st->stop_block_size = size;

@@ -34,7 +34,8 @@
 #define FP_ACCESS_FETCH 18
 
 #define FP_MAX_SYSCALL      1024   /* per-number counters and the inline table cover 0..1023 */
-#define FP_MAX_BREAKPOINTS  16
+#define FP_MAX_BREAKPOINTS  4096
+#define FP_MAX_STUCK        8
 #define FP_RECENT_BLOCKS    1024   /* direct-mapped cache in front of the block table */
 #define FP_FLUSH_CEILING    32     /* a wider ranged TLB flush flushes everything (Linux: 33) */
 
@@ -76,6 +77,19 @@ typedef struct fp_block {
     uint32_t size, icount, cycles;
 } fp_block;
 
+/* A stuck-at value: memory (`paddr`, or `vaddr` through page table `pt` whenever a page
+ * is there, `width` bytes) or a register of at most 64 bits (Unicorn id `reg`) becomes
+ * (value & and_mask) | or_mask before every block while the clock is below `until`. */
+typedef struct fp_stuck {
+    uint64_t until;
+    uint64_t paddr;
+    uint64_t vaddr;
+    const fp_pagetable *pt;     /* NULL: paddr */
+    uint64_t and_mask, or_mask;
+    int reg;                    /* -1: memory */
+    uint32_t width;
+} fp_stuck;
+
 typedef struct fp_state {
     fp_pagetable *pt;           /* page table of the running address space */
     uint64_t tlb_fills;         /* fast-path refills */
@@ -116,10 +130,15 @@ typedef struct fp_state {
     int sc_regs[7];             /* Unicorn ids: number, then the six argument registers */
     int sc_ret_reg;
     int sc_intno;               /* the interrupt number of a system call (AArch64 svc), or -1 */
-    /* breakpoints: stop before the instruction at any of these addresses */
+    /* breakpoints: stop before the instruction at any of these addresses (ascending) */
     uint64_t breakpoints[FP_MAX_BREAKPOINTS];
     uint32_t n_breakpoints;
     uint64_t resume_pc;         /* a breakpoint here is stepped over once (resuming from it) */
+    /* stuck-at values (a fault injector's): asserted before every block until `until` */
+    fp_stuck stuck[FP_MAX_STUCK];
+    uint32_t n_stuck;
+    uint8_t *ram;               /* physical RAM (for stuck memory) */
+    uint64_t ram_size;
     /* x86 floating-point flags (Unicorn 2.1 / QEMU 5.0 keep softfloat's accrued flags in
      * env->sse_status and env->fp_status and never copy them into MXCSR or the x87 status
      * word): where those live in the engine's CPUX86State, NULL when not found */

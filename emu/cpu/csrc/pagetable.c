@@ -89,11 +89,15 @@ static inline unsigned level_index(uint64_t vpn, int level) {
     return (unsigned)(vpn >> (27 - 9 * level)) & 511;
 }
 
-/* The next-level table an entry of level 0-2 points to, or 0 (no table there). */
+/* The next-level table an entry of level 0-2 points to, or 0 (no table there; also when
+ * the entry points outside RAM, which only a corrupted entry does: a fault injector's). */
 static inline uint64_t next_table(const fp_pagetable *pt, uint64_t e) {
+    uint64_t a;
     if (pt->format == FP_PT_X86_64)
-        return (e & X86_P) && !(e & X86_PS) ? e & X86_ADDR : 0;
-    return (e & 3) == 3 ? e & A64_ADDR : 0;
+        a = (e & X86_P) && !(e & X86_PS) ? e & X86_ADDR : 0;
+    else
+        a = (e & 3) == 3 ? e & A64_ADDR : 0;
+    return a && a + 4096 <= pt->ram_size ? a : 0;
 }
 
 static inline uint64_t table_entry(const fp_pagetable *pt, uint64_t paddr) {
@@ -445,6 +449,7 @@ static inline int pt_walk(const fp_pagetable *pt, uint64_t vaddr, pt_walk_t *w) 
         uint32_t perms = hw_perms(pt, *e);
         if (!perms) return 0;
         uint64_t addr = *e & (pt->format == FP_PT_X86_64 ? X86_ADDR : A64_ADDR);
+        if (addr + (level == 2 ? 0x200000ULL : 0x1000ULL) > pt->ram_size) return 0;
         if (level == 2) {
             w->shift = 21;
             w->paddr = (addr & ~0x1FFFFFULL) + (vaddr & 0x1FF000);

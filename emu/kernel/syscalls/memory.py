@@ -486,7 +486,10 @@ def sys_msync(ctx: SyscallContext, addr: int, length: int, flags: int, *_: int) 
     if not pages:
         space.sync(start, end, invalidate)
         return 0
-    done = memory.store.submit(ctx.proc.pid, thread.tid, pages, True, "msync")
+    files = sorted({m.name for m in space.mappings_in(start, end)
+                    if m.obj.cached and m.share is Share.SHARED and not m.obj.nosync})
+    done = memory.store.submit(ctx.proc.pid, thread.tid, pages, True, "msync",
+                               files[0] if len(files) == 1 else "")
     if done.ok:     # the device took them: the file has the bytes, the pages are clean again
         space.sync(start, end, invalidate)
         if flags & MS_SYNC:
