@@ -57,8 +57,7 @@ def run(campaign_path: str, db_path: str | None, workers: int, dask: str | None,
             summary = coordinator.run(run_number, group)
         finally:
             close()
-            if isinstance(pool, DaskPool):
-                pool.close()
+            pool.close()
         if not quiet:
             print(f"campaign {campaign.settings.name}: {summary.ran} experiment(s) run now, "
                   f"{summary.done_before} done before, {summary.total} in all "

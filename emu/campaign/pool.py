@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
 import threading
 from typing import Any, Iterator, Protocol
 
@@ -24,9 +25,13 @@ class Pool(Protocol):
     """Runs tasks somewhere and yields their answers."""
 
     workers: int
+    fresh_per_task: bool            # every task starts a new worker process (Dask)
 
     def run(self, tasks: list[dict[str, Any]]) -> Iterator[Answer]:
         """Every answer of every task, as they come."""
+
+    def close(self) -> None:
+        """Let the workers go."""
 
 
 def _failed_answers(task: dict[str, Any], answered: set[str], why: str) -> list[dict[str, Any]]:
@@ -40,20 +45,28 @@ def _failed_answers(task: dict[str, Any], answered: set[str], why: str) -> list[
 
 
 class LocalPool:
-    """`workers` local worker processes, each fed by a thread of this process."""
+    """`workers` local worker processes, each fed by a thread of this process. The
+    processes are started on first use and kept until `close` (a golden phase and the
+    experiments that follow share them)."""
+
+    fresh_per_task = False
 
     def __init__(self, workers: int) -> None:
-        """A pool of `workers` (at least 1) processes, started on first use."""
+        """A pool of `workers` (at least 1) processes."""
         self.workers = max(1, workers)
+        self._procs: list[subprocess.Popen[str] | None] = [None] * self.workers
 
     def run(self, tasks: list[dict[str, Any]]) -> Iterator[Answer]:
         """Run `tasks` on the workers; answers as they come."""
+        for slot, proc in enumerate(self._procs):       # all of them start importing now
+            if proc is None or proc.poll() is not None:
+                self._procs[slot] = start_worker()
         todo: queue.Queue[dict[str, Any]] = queue.Queue()
         for task in tasks:
             todo.put(task)
         answers: queue.Queue[Answer | None] = queue.Queue()
-        threads = [threading.Thread(target=self._feed, args=(todo, answers), daemon=True)
-                   for _ in range(min(self.workers, len(tasks)))]
+        threads = [threading.Thread(target=self._feed, args=(slot, todo, answers), daemon=True)
+                   for slot in range(min(self.workers, len(tasks)))]
         for thread in threads:
             thread.start()
         running = len(threads)
@@ -64,18 +77,18 @@ class LocalPool:
                 continue
             yield item
 
-    @staticmethod
-    def _feed(todo: queue.Queue[dict[str, Any]], answers: queue.Queue[Answer | None]) -> None:
-        """One worker's thread: take tasks until none are left, pass their answers on."""
-        proc = None
+    def _feed(self, slot: int, todo: queue.Queue[dict[str, Any]],
+              answers: queue.Queue[Answer | None]) -> None:
+        """Worker `slot`'s thread: take tasks until none are left, pass their answers on."""
         try:
             while True:
                 try:
                     task = todo.get_nowait()
                 except queue.Empty:
                     return
+                proc = self._procs[slot]
                 if proc is None or proc.poll() is not None:
-                    proc = start_worker()
+                    proc = self._procs[slot] = start_worker()
                 assert proc.stdin is not None and proc.stdout is not None
                 answered: set[str] = set()
                 try:
@@ -97,17 +110,24 @@ class LocalPool:
                         answers.put((task, answer))
                     proc.kill()
                     proc.wait()
-                    proc = None
+                    self._procs[slot] = None
         finally:
+            answers.put(None)
+
+    def close(self) -> None:
+        """End the worker processes."""
+        for proc in self._procs:
             if proc is not None:
                 if proc.stdin is not None:
                     proc.stdin.close()
                 proc.wait()
-            answers.put(None)
+        self._procs = [None] * self.workers
 
 
 class DaskPool:
     """Tasks on an existing Dask distributed cluster (`pip install 'emu[dask]'`)."""
+
+    fresh_per_task = True
 
     def __init__(self, address: str) -> None:
         """Connect to the scheduler at `address`; EmuError if that fails."""

@@ -256,28 +256,32 @@ class Coordinator:
     def _tasks(self, pending: list[tuple[TargetPlan, PlannedExperiment, int | None]],
                group_size: int) -> list[dict[str, Any]]:
         settings = self.campaign.settings
-        # fast-forward pays one forward pass per group: groups as large as an even share
-        # of the work allows (two per worker), at most 64 experiments
+        # local workers keep their session from group to group (the forward pass is
+        # shared), so groups may be small: four per worker, for balance (sixteen without
+        # fast-forward, which has no forward pass to share); a Dask task starts afresh, so
+        # there a group is as large as an even share allows
+        per_worker = 2 if self.pool.fresh_per_task else 4 if settings.fast_forward else 16
         size = group_size or settings.group or max(1, min(
-            64, math.ceil(len(pending) / max(1, 2 * self.pool.workers))))
-        tasks = []
+            64, math.ceil(len(pending) / max(1, per_worker * self.pool.workers))))
+        by_target: list[list[dict[str, Any]]] = []
         for plan in self.targets:
             mine = sorted(((row, k) for p, row, k in pending if p is plan),
                           key=lambda item: item[0].fork_cycle)
             assert plan.golden is not None
             limit = max(1, int(plan.golden.cycles * settings.hang))
-            for i in range(0, len(mine), size):
-                chunk = mine[i:i + size]
-                tasks.append({"type": "group", "id": plan.key, "target": plan.target.to_json(),
-                              "record": [k.text() for k in plan.trigger_keys],
-                              "fast_forward": settings.fast_forward, "limit": limit,
-                              "timeout": settings.timeout,
-                              "experiments": [{"key": row.key, "fault": row.fault,
-                                               "key_index": k, "fork_cycle": row.fork_cycle}
-                                              for row, k in chunk]})
-        # interleave targets so that every worker has work from the start
-        tasks.sort(key=lambda t: t["experiments"][0]["fork_cycle"], reverse=True)
-        return tasks
+            by_target.append([
+                {"type": "group", "id": plan.key, "target": plan.target.to_json(),
+                 "record": [k.text() for k in plan.trigger_keys],
+                 "fast_forward": settings.fast_forward, "limit": limit,
+                 "timeout": settings.timeout,
+                 "experiments": [{"key": row.key, "fault": row.fault, "key_index": k,
+                                  "fork_cycle": row.fork_cycle}
+                                 for row, k in mine[i:i + size]]}
+                for i in range(0, len(mine), size)])
+        # each target's groups in the order of their fork points (a worker's session only
+        # goes forward), targets interleaved so that every worker has work at once
+        return [groups[rank] for rank in range(max(map(len, by_target), default=0))
+                for groups in by_target if rank < len(groups)]
 
 
 # keys a kind needs to be a valid spec, for expanding only a sweep's stream keys

@@ -33,6 +33,7 @@ from emu.config import RunConfig
 from emu.errors import EmuError
 from emu.inject.spec import FaultSpec
 from emu.inject.trigger import Occurrence
+from emu.loader.symbols import symbols
 from emu.machine import AtCycle, Exited, Machine
 from emu.trace.events import Diagnostic, Event
 
@@ -150,11 +151,13 @@ class Session:
             self.config = target.config(self.root)
             self.machine = Machine(self.config, diagnostics=self._diagnostic)
             self.logs = self.machine.injector.record(record)
+            symbols(self.config.program)    # read once here, not in every forked run
         except BaseException:
             self.close()
             raise
         self.exited = False
         self.start = self.cycle
+        self.requested = self.start         # the last cycle `advance` was asked for
 
     def golden(self, timeout: float) -> GoldenResult:
         """The golden run from here (the start): its record, and the occurrences of each
@@ -195,6 +198,7 @@ class Session:
         process ended before."""
         if self.exited:
             return False
+        self.requested = cycle
         if cycle > self.cycle:
             self.exited = isinstance(self.machine.run(AtCycle(cycle)), Exited)
         return not self.exited

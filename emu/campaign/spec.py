@@ -42,13 +42,13 @@ import itertools
 import os
 import random
 import shlex
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from emu.errors import EmuError
 from emu.inject.spec import KIND_BY_NAME, FaultSpec
+from emu.tomlfile import read_toml
 
 ARCH_KEYS = ("x86_64", "aarch64")
 SWEEP_META = ("name", "kind", "programs", "policies", "samples")
@@ -114,13 +114,7 @@ class Campaign:
     @classmethod
     def load(cls, path: str) -> Campaign:
         """Read and check a campaign file; EmuError with one line if it is wrong."""
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise EmuError(f"cannot read campaign {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise EmuError(f"campaign {path}: {exc}") from None
+        doc = read_toml(path, "campaign")
         where = f"campaign {path}"
         unknown = set(doc) - {"campaign", "program", "policy", "sweep"}
         if unknown:

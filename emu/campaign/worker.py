@@ -52,22 +52,34 @@ def run_golden(task: dict[str, Any]) -> dict[str, Any]:
             "seconds": golden.seconds}
 
 
-def run_group(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A group task's result lines, one per experiment as it finishes."""
-    target = Target.from_json(task["target"])
-    keys = tuple(FaultSpec.parse(text) for text in task["record"])
-    fast = bool(task["fast_forward"])
-    experiments = sorted(task["experiments"], key=lambda e: (e["fork_cycle"] if fast else 0))
-    session: Session | None = None
-    me = worker_name()
-    try:
-        for exp in experiments:
+class GroupRunner:
+    """Runs group tasks, keeping the last session between them: the coordinator hands a
+    target's groups out in the order of their fork points, so a worker that gets the next
+    group of the same target goes on from where its session is instead of running
+    forward from the start again."""
+
+    def __init__(self) -> None:
+        """No session yet."""
+        self.session: Session | None = None
+        self._key: str | None = None
+        self.me = worker_name()
+
+    def run(self, task: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """A group task's result lines, one per experiment as it finishes."""
+        target = Target.from_json(task["target"])
+        keys = tuple(FaultSpec.parse(text) for text in task["record"])
+        key = json.dumps([task["target"], task["record"]], sort_keys=True)
+        if key != self._key:
+            self.close()
+            self._key = key
+        fast = bool(task["fast_forward"])
+        for exp in sorted(task["experiments"], key=lambda e: (e["fork_cycle"] if fast else 0)):
             started = time.perf_counter()
             spec = FaultSpec.parse(exp["fault"])
             forked = False
             try:
-                session = _session_for(session, target, keys, exp["fork_cycle"] if fast else 0,
-                                       spec.stream is Stream.CLOCK)
+                session = self._session_at(target, keys, exp["fork_cycle"] if fast else 0,
+                                           spec.stream is Stream.CLOCK)
                 forked = session.cycle > session.start
                 record, _ = session.experiment(spec, exp["key_index"], task["limit"],
                                                task["timeout"])
@@ -75,54 +87,65 @@ def run_group(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 record = RunRecord.failed(str(exc))
             yield {"type": "result", "key": exp["key"], "record": record.to_json(),
                    "seconds": time.perf_counter() - started, "fast_forward": forked,
-                   "worker": me}
-    finally:
-        if session is not None:
-            session.close()
+                   "worker": self.me}
 
+    def _session_at(self, target: Target, keys: tuple[FaultSpec, ...], fork_at: int,
+                    clock: bool) -> Session:
+        """A session at `fork_at` — or, for a fault on the clock alone, at the first stop
+        point after it, where the session may be already — or at its start if the run
+        ends before."""
+        session = self.session
+        if session is not None and (session.dirty or session.exited or (
+                session.cycle > fork_at and not (clock and session.requested <= fork_at))):
+            self.close()
+            session = None
+        if session is None:
+            session = self.session = Session(target, keys)
+        if fork_at > session.cycle and not session.advance(fork_at):
+            self.close()                # it ended before: this one runs from the start
+            session = self.session = Session(target, keys)
+        return session
 
-def _session_for(session: Session | None, target: Target, keys: tuple[FaultSpec, ...],
-                 fork_at: int, clock: bool) -> Session:
-    """A session at `fork_at` (or, past it, at the first stop point after it, which is the
-    same place for a fault on the clock alone), or at its start if it ends before."""
-    if session is not None and (session.dirty or session.exited
-                                or (session.cycle > fork_at and not clock)):
-        session.close()
-        session = None
-    if session is None:
-        session = Session(target, keys)
-    if fork_at > session.cycle and not session.advance(fork_at):
-        session.close()                 # it ended before: this one runs from the start
-        session = Session(target, keys)
-    return session
+    def close(self) -> None:
+        """Give the session up."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
 def serve(tasks: IO[str], answers: IO[str]) -> None:
     """Answer every task line of `tasks` on `answers`."""
-    for line in tasks:
-        if not line.strip():
-            continue
-        task = json.loads(line)
-        if task["type"] == "golden":
-            answers.write(json.dumps(run_golden(task)) + "\n")
-        else:
-            for answer in run_group(task):
-                answers.write(json.dumps(answer) + "\n")
-                answers.flush()
-            answers.write(json.dumps({"type": "done"}) + "\n")
-        answers.flush()
+    runner = GroupRunner()
+    try:
+        for line in tasks:
+            if not line.strip():
+                continue
+            task = json.loads(line)
+            if task["type"] == "golden":
+                answers.write(json.dumps(run_golden(task)) + "\n")
+            else:
+                for answer in runner.run(task):
+                    answers.write(json.dumps(answer) + "\n")
+                    answers.flush()
+                answers.write(json.dumps({"type": "done"}) + "\n")
+            answers.flush()
+    finally:
+        runner.close()
 
 
 def main() -> int:
     """The worker process: tasks on stdin, answers on stdout (the guest's output, and
     emu's, go to files of each run)."""
     die_with_parent()
+    # the task and answer channels move off stdio, which the runs' guests use
+    tasks = os.fdopen(os.dup(0), "r")
     answers = os.fdopen(os.dup(1), "w", buffering=1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)                 # nothing else may write on the answer channel
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
     os.close(devnull)
     try:
-        serve(sys.stdin, answers)
+        serve(tasks, answers)
     except BrokenPipeError:
         return 1
     return 0

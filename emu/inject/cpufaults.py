@@ -236,8 +236,8 @@ class CpuFaults:
                 if spec.stream is not Stream.SYSCALL or event.name != spec.syscall:
                     continue
             elif spec.stream is not Stream.FAULT_END or event.cause != spec.fault \
-                    or not fault.trigger.keeps(addr=event.vaddr):
-                continue
+                    or event.origin != "user" or not fault.trigger.keeps(addr=event.vaddr):
+                continue                    # (a kernel copy-in/out's fault is not deferred)
             if fault.trigger.offer(now, step):
                 self._events.append(_Pending(fault, event.tid))
                 self.ports.request_stop()

@@ -73,8 +73,10 @@ class KernelPorts:
         """Store bytes in physical memory; translated code of the frame goes (the TLB keeps
         what it cached, as a real one would)."""
         self.ram.write(paddr, data)
-        first, last = paddr >> PAGE_SHIFT, (paddr + len(data) - 1) >> PAGE_SHIFT
-        self.engine.invalidate_code(first, last - first + 1)
+        frames = self.kernel.frames
+        for frame in range(paddr >> PAGE_SHIFT, ((paddr + len(data) - 1) >> PAGE_SHIFT) + 1):
+            if frame < frames.total and frames.is_code(frame):
+                self.engine.invalidate_code(frame)
 
     def stick(self, stuck: list[Stuck]) -> None:
         """Assert these before every block, until each one's time runs out."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from emu.errors import EmuError
+from emu.tomlfile import read_toml
 
 INFINITE = math.inf
 FOREVER = 1 << 62               # a duration of `inf`, in cycles
@@ -442,15 +443,7 @@ class Plan:
     @classmethod
     def load(cls, path: str) -> Plan:
         """Read a plan: `[[fault]]` tables, each with `kind` and the shorthand's keys."""
-        import tomllib
-
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise EmuError(f"cannot read plan {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise EmuError(f"plan {path}: {exc}") from None
+        doc = read_toml(path, "plan")
         unknown = set(doc) - {"fault"}
         if unknown:
             raise EmuError(f"plan {path}: unknown table(s) {', '.join(sorted(unknown))} "

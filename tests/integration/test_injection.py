@@ -333,6 +333,37 @@ def test_a_skip_in_the_middle_of_a_block_retires_exactly_one_instruction_less(
     assert two.stats["instructions"] == golden.stats["instructions"] - 2
 
 
+def test_set1_on_memory_with_a_mask(firmware: Path, arch: str, tmp_path: Path) -> None:
+    prog = firmware / arch / "checksum"
+    run = emu(tmp_path, "--fault", "set1@pc=sum_by_index:vaddr=data+8,mask=0xff00", prog, "20")
+    assert run.returncode == 1 and "checksum mismatch" in run.stderr
+    old, new = hits(run)[0]["detail"].split(": ")[1].split(" -> ")
+    assert int(new, 16) == int(old, 16) | 0xFF00 and int(new, 16) != int(old, 16)
+
+
+def test_system_call_and_fault_streams(firmware: Path, arch: str, tmp_path: Path) -> None:
+    """syscall=NAME fires right after the Nth call of that name returns; fault=CAUSE right
+    after the Nth deferred fault of that cause ends."""
+    prog = firmware / arch / "hello"
+    for fault, kind in (("hog@syscall=brk:nth=2,prio=5,duration=1000", "syscall_exit"),
+                        ("hog@fault=page_in:nth=7,prio=5,duration=1000", "fault_end")):
+        events = tmp_path / "events.jsonl"
+        run = emu(tmp_path, "--events", events, "--fault", fault, prog)
+        assert run.returncode == 0
+        log = [json.loads(line) for line in events.read_text().splitlines()]
+        fired = next(e for e in log if e["kind"] == "inject_fired")
+        if kind == "syscall_exit":
+            matching = [e for e in log if e["kind"] == kind and e["name"] == "brk"]
+        else:
+            matching = [e for e in log if e["kind"] == kind and e["cause"] == "page_in"
+                        and e["origin"] == "user"]
+        # after the Nth one ended, before the (N+1)th
+        nth = 2 if kind == "syscall_exit" else 7
+        assert matching[nth - 1]["ts"] <= fired["ts"]
+        assert len(matching) == nth or fired["ts"] <= matching[nth]["ts"]
+        assert fired["tid"] == matching[nth - 1]["tid"]
+
+
 # ---- scheduling ----
 
 def test_a_cpu_bound_thread_appears(firmware: Path, arch: str, tmp_path: Path) -> None:
