@@ -97,11 +97,15 @@ def main() -> int:
     rate = {(n, w, f): m for n, w, f, m, _ in rows}
     print()
     print(f"long run: {cycles:,} cycles; late faults in its last 10 %")
-    for name in ("short runs", "late faults"):
-        print(f"{name}: 2 workers / 1 worker (fast-forward): "
-              f"{rate[(name, 2, True)] / rate[(name, 1, True)]:.2f}x  (target >= 1.8x)")
+    print(f"short runs: 2 workers / 1 worker (fast-forward): "
+          f"{rate[('short runs', 2, True)] / rate[('short runs', 1, True)]:.2f}x  "
+          "(target >= 1.8x)")
+    print(f"late faults: 2 workers / 1 worker (fast-forward): "
+          f"{rate[('late faults', 2, True)] / rate[('late faults', 1, True)]:.2f}x  "
+          "(each worker runs the long run forward once)")
     print(f"short runs: 2 workers / 1 worker (no fast-forward): "
-          f"{rate[('short runs', 2, False)] / rate[('short runs', 1, False)]:.2f}x")
+          f"{rate[('short runs', 2, False)] / rate[('short runs', 1, False)]:.2f}x  "
+          "(target >= 1.8x)")
     print(f"late faults: fast-forward / none (1 worker): "
           f"{rate[('late faults', 1, True)] / rate[('late faults', 1, False)]:.2f}x  "
           "(target >= 5x)")
