@@ -44,6 +44,7 @@ class TargetPlan:
     target: Target
     key: str
     trigger_keys: list[FaultSpec] = field(default_factory=list)
+    run_seed: int = 0                       # the runs' --seed (p= triggers draw with it)
     golden: RunRecord | None = None
     occurrences: list[list[Occurrence]] = field(default_factory=list)
     experiments: list[tuple[PlannedExperiment, int | None]] = field(default_factory=list)
@@ -106,7 +107,8 @@ class Coordinator:
                                 program.root, program.files)
                 key = _digest({"program": digest, "args": target.args, "options": target.options,
                                "root": root, "files": target.files})
-                plans.append(TargetPlan(program, policy, target, key))
+                plans.append(TargetPlan(program, policy, target, key,
+                                        run_seed=target.config(program.root or ".").seed))
         return plans
 
     def _sweeps_of(self, plan: TargetPlan) -> list[SweepSpec]:
@@ -217,7 +219,8 @@ class Coordinator:
         start, when it never fires)."""
         if key_index is None:
             return spec.cycle or 0
-        hit = Trigger(spec, self.campaign.settings.seed).firing_occurrence(
+        # p= draws use the run's own seed (emu run --seed), as the injector does
+        hit = Trigger(spec, plan.run_seed).firing_occurrence(
             plan.occurrences[key_index])
         return hit.step_start if hit is not None else 0
 

@@ -39,13 +39,14 @@ def results(db: Path) -> dict[str, tuple[object, ...]]:
 
 
 def small_campaign(tmp_path: Path, firmware: Path, name: str = "c.toml") -> Path:
-    """Bit flips in the checksum loop and skips in the password check, both arches."""
+    """Bit flips in the checksum loop, latency spikes at random page-ins (p=, drawn with the
+    runs' --seed 5), and skips in the password check, both arches."""
     path = tmp_path / name
     programs = "".join(
         f'[[program]]\nname = "{prog}-{arch}"\npath = "{firmware}/{arch}/{prog}"\n'
-        f'args = ["{arg}"]\n\n'
-        for arch in ("x86_64", "aarch64") for prog, arg in (("checksum", "20"),
-                                                            ("password", "guess")))
+        f'args = ["{arg}"]\noptions = "{options}"\n\n'
+        for arch in ("x86_64", "aarch64") for prog, arg, options in (
+            ("checksum", "20", "--seed 5"), ("password", "guess", "")))
     path.write_text(
         '[campaign]\nseed = 3\n\n' + programs +
         '[[sweep]]\nname = "flips"\nkind = "bitflip"\n'
@@ -57,6 +58,8 @@ def small_campaign(tmp_path: Path, firmware: Path, name: str = "c.toml") -> Path
         'programs = ["checksum-x86_64", "checksum-aarch64"]\n'
         'pc = "sum_by_index"\nnth = { from = 1, to = "golden", step = 4 }\n'
         'vaddr = "data+24"\nbit = 2\n\n'
+        '[[sweep]]\nname = "slow reads"\nkind = "latency"\ncycles = 3000000\n'
+        'programs = ["checksum-x86_64", "checksum-aarch64"]\np = [0.05, 0.2, 0.5]\n\n'
         '[[sweep]]\nname = "glitch"\nkind = "skip"\n'
         'programs = ["password-x86_64", "password-aarch64"]\n'
         'pc = { symbol = "check_password" }\n')
