@@ -284,7 +284,8 @@ class Machine:
         kernel, engine, injector = self.kernel, self.engine, self.injector
         hit: list[Event] = []
         watcher: Instrument | None = None
-        client_cycle, client_pcs = NEVER, ()
+        client_cycle = NEVER
+        client_pcs: tuple[int, ...] = ()
         if isinstance(until, AtCycle):
             client_cycle = until.cycle
         elif isinstance(until, AfterInstructions):

@@ -208,7 +208,6 @@ class CpuFaults:
 
     def next_cycle(self) -> int:
         """The next cycle the run must stop at for these faults (NEVER if none)."""
-        now = self.ports.now()
         best = NEVER
         for fault in self.faults:
             trigger, spec = fault.trigger, fault.spec

@@ -38,8 +38,8 @@ class Injector:
         self.ports = ports
         self.seed = seed
         self.faults: list[ArmedFault] = []
-        self.kernel_faults = KernelFaults(frames, store, mm, sched, ports.find_thread, ports.now,
-                                   step, self._report)
+        self.kernel_faults = KernelFaults(frames, store, mm, sched, ports.find_thread,
+                                          ports.now, step, self._report)
         self.cpu = CpuFaults(ports, bus, self._report, resolve_pc, default_pid)
 
     def arm(self, specs: Sequence[FaultSpec], seen: Sequence[int] = ()) -> None:

@@ -112,7 +112,7 @@ class FaultSpec:
     value: int | None = None
     width: int | None = None            # bytes of memory (1, 2, 4 or 8)
     pid: int | None = None              # the process whose memory (default: the first)
-    tid: int | None = None              # the thread whose register (default: the one at the trigger)
+    tid: int | None = None              # whose register (default: the thread at the trigger)
     count: int | None = None            # skip: instructions
     cycles: int | None = None           # mm-delay, latency: extra cycles
     timeout: int | None = None          # pulse-loss: cycles until the pulse is re-sent
@@ -287,7 +287,8 @@ class FaultSpec:
     def text(self) -> str:
         """The canonical shorthand: `kind@trigger:key=value,...` (keys in a fixed order),
         which parses back to an equal spec."""
-        trigger, rest = [], []
+        trigger: list[str] = []
+        rest: list[str] = []
         for f in fields(self):
             name = f.name
             value = getattr(self, name)

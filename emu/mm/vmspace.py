@@ -45,7 +45,8 @@ class AddressSpace:
         """An empty space whose page tables live in `tables`; `on_translations_removed(space, start, end)` is called after
         translations of [start, end) were removed or lowered, `on_write_back(space, file,
         pages)` before modified pages of a mapping of `file` go to the backing store at
-        munmap or exit (False: the device failed them, and they are lost), `on_large_page(space, vaddr, size,
+        munmap or exit (False: the device failed them, and they are lost),
+        `on_large_page(space, vaddr, size,
         formed)` when a large page formed or split; with `large_shifts`, committed memory
         coalesces into large pages of those sizes."""
         hook = (None if on_large_page is None else

@@ -252,8 +252,9 @@ def test_a_stuck_at_value_lasts_a_transient_one_does_not(firmware: Path, arch: s
 
 def test_page_table_entry_faults(firmware: Path, arch: str, tmp_path: Path) -> None:
     """A present bit cleared: the kernel finds no page there and sets one up again from its
-    backing object (what the program wrote there is lost); a frame-number bit flipped: the page maps another frame. Either way the
-    run goes on, the kernel tainted (inconsistencies are counted, not bugs)."""
+    backing object (what the program wrote there is lost); a frame-number bit flipped: the
+    page maps another frame. Either way the run goes on, the kernel tainted (inconsistencies
+    are counted, not bugs)."""
     prog = firmware / arch / "checksum"
     events = tmp_path / "events.jsonl"
     absent = emu(tmp_path, "--events", events, "--fault", "set0@pc=sum_by_index:pte=data,bit=0",
