@@ -93,9 +93,11 @@ def write_report(db: CampaignDb, out_dir: str) -> Path:
                                                    "emulator_error")][:30]
     if notable:
         lines += ["", "## Notable experiments (first 30)", "",
-                  "| outcome | program | policy | fault | why |", "|---|---|---|---|---|"]
+                  "| outcome | program | policy | fault | why | first line of stdout |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['outcome']} | {r['program']} | {r['policy']} | `{r['fault']}` | "
-                  f"{(r['why'] or '').replace('|', '/')} |" for r in notable]
+                  f"{_cell(r['why'] or '')} | {_cell(_first_line(r['record']))} |"
+                  for r in notable]
     if groups:
         _plot(groups, present, out / "outcomes.png")
         lines += ["", "![outcome shares](outcomes.png)"]
@@ -130,3 +132,16 @@ def _plot(groups: dict[tuple[str, str, str], Counter[str]], present: list[str],
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell."""
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def _first_line(record: str | None) -> str:
+    """The first line of a run's stdout, from its stored record."""
+    if not record:
+        return ""
+    preview = json.loads(record).get("stdout_preview", "")
+    return preview.splitlines()[0][:60] if preview else ""
