@@ -35,6 +35,7 @@ def results(db: Path) -> dict[str, tuple[object, ...]]:
         return {row[0]: row[1:] for row in conn.execute(
             "SELECT key, outcome, exit_code, signal, reason, cycles, instructions, fired, "
             "json_extract(record, '$.stdout') || json_extract(record, '$.stderr') "
+            "|| json_extract(record, '$.files') "
             "FROM result")}
 
 
@@ -165,12 +166,17 @@ def test_a_campaign_runs_on_a_dask_local_cluster_with_the_same_outcomes(
 @pytest.mark.parametrize("example", ["lazy_sigbus", "msync_errors", "checksum_bitflips",
                                      "password_glitch"])
 def test_the_example_campaigns_run(example: str, tmp_path: Path, firmware: Path) -> None:
-    """Each example from a copy of examples/ (its database lands beside its file)."""
+    """Each example from a copy of examples/ (its database lands beside its file), with
+    the same outcomes, cycles and outputs without fast-forward."""
     shutil.copytree(EXAMPLES, tmp_path / "examples")
     (tmp_path / "firmware").symlink_to(firmware.parent)
     campaign = tmp_path / "examples" / example / "campaign.toml"
     done = emu_campaign("run", campaign, "--workers", "2")
     assert done.returncode == 0, done.stderr
+    plain = emu_campaign("run", campaign, "--workers", "2", "--no-fast-forward", "--db",
+                         tmp_path / "plain.db")
+    assert plain.returncode == 0, plain.stderr
+    assert results(tmp_path / "plain.db") == results(campaign.parent / "campaign.db")
     status = json.loads(emu_campaign("status", "--db", campaign.parent / "campaign.db",
                                      "--json").stdout)
     assert status["done"] == status["total"] > 20
