@@ -221,8 +221,8 @@ class CpuFaults:
         """Addresses the run must stop at before executing them."""
         now = self.ports.now()
         return tuple(sorted(pc for pc, faults in self._pc.items()
-                            if any(f.trigger.fired_at is None or f.trigger.active(now)
-                                   for f in faults)))
+                            if any(f.trigger.fired_at is None or _rehits(f.spec)
+                                   and f.trigger.active(now) for f in faults)))
 
     def _event(self, event: SyscallEnter | FaultEnd) -> None:
         """An occurrence of a system-call or fault stream: count it, and if it is hit,
@@ -237,7 +237,7 @@ class CpuFaults:
             elif spec.stream is not Stream.FAULT_END or event.cause != spec.fault \
                     or event.origin != "user" or not fault.trigger.keeps(addr=event.vaddr):
                 continue                    # (a kernel copy-in/out's fault is not deferred)
-            if fault.trigger.offer(now, step):
+            if self._hit(fault, now, step):
                 self._events.append(_Pending(fault, event.tid))
                 self.ports.request_stop()
 
@@ -252,7 +252,7 @@ class CpuFaults:
         if breakpoint_pc is not None:
             thread = self.ports.current_thread()
             for fault in self._pc.get(breakpoint_pc, ()):
-                if fault.trigger.keeps() and fault.trigger.offer(now, step):
+                if self._hit(fault, now, step):
                     self._apply(fault, thread)
         for fault in self.faults:
             trigger, spec = fault.trigger, fault.spec
@@ -263,6 +263,15 @@ class CpuFaults:
                 trigger.fired_at = now
                 trigger.seen += 1
                 self._apply(fault, self.ports.current_thread())
+
+    @staticmethod
+    def _hit(fault: ArmedFault, now: int, step: tuple[int, int]) -> bool:
+        """Offer an occurrence: whether the fault acts on it — when it fires, and, for a
+        skip with a duration, at every occurrence while the duration lasts (a stuck-at
+        value is asserted by the block hook meanwhile; a hog starts once)."""
+        fired_before = fault.trigger.fired_at is not None
+        hit = fault.trigger.offer(now, step)
+        return hit and (not fired_before or _rehits(fault.spec))
 
     # ---- applying ----
 
@@ -391,6 +400,11 @@ class CpuFaults:
         if not quiet:
             self.report(fault, thread, f"{where} (paddr {paddr:#x}, {width} byte(s)): "
                                        f"{old:#x} -> {new:#x}")
+
+
+def _rehits(spec: FaultSpec) -> bool:
+    """Whether a fault acts again at its occurrences within its duration (a skip)."""
+    return spec.kind is FaultKind.SKIP
 
 
 def _lasting(spec: FaultSpec) -> bool:

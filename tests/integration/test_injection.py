@@ -365,6 +365,18 @@ def test_system_call_and_fault_streams(firmware: Path, arch: str, tmp_path: Path
         assert fired["tid"] == matching[nth - 1]["tid"]
 
 
+def test_a_lasting_skip_skips_every_execution_a_hog_starts_once(firmware: Path, arch: str,
+                                                                  tmp_path: Path) -> None:
+    prog = firmware / arch / "checksum"
+    skips = emu(tmp_path, "--fault", "skip@pc=sum_by_index:duration=inf", prog, "20",
+                name="skips")
+    assert skips.stats["inject"]["fired"] == {"skip": 20}     # every call of the 20
+    hog = emu(tmp_path, "--fault", "hog@pc=sum_by_index:prio=5,duration=10000", prog, "20",
+              name="hog")
+    assert hog.stats["inject"]["fired"] == {"hog": 1}
+    assert [t["name"] for t in hog.stats["threads"]].count("hog") == 1
+
+
 # ---- scheduling ----
 
 def test_a_cpu_bound_thread_appears(firmware: Path, arch: str, tmp_path: Path) -> None:
