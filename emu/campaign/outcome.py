@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -144,13 +143,3 @@ def record_of(report: dict[str, Any], stdout: bytes, stderr: bytes,
         stderr_preview=stderr[:PREVIEW].decode(errors="replace"),
         handled=handled, fired=sum(inject.get("fired", {}).values()), hits=hits,
         faults=report["faults"]["total"])
-
-
-def signal_name(signo: int) -> str | None:
-    """'SIGSEGV' for 11; None for 0."""
-    if not signo:
-        return None
-    try:
-        return signal.Signals(signo).name
-    except ValueError:
-        return f"SIG{signo}"

@@ -95,6 +95,7 @@ class Coordinator:
         self.pool = pool
         self.progress = progress or (lambda done, total, what: None)
         self.echo = echo
+        self._stream_keys: dict[tuple[str, int], list[FaultSpec]] = {}
         self.targets = self._targets()
 
     def _targets(self) -> list[TargetPlan]:
@@ -119,7 +120,10 @@ class Coordinator:
 
     def _sweep_keys(self, plan: TargetPlan, sweep: SweepSpec) -> list[FaultSpec]:
         """Every trigger stream a sweep can count on a target (the product of its stream
-        keys' values, which never depend on the golden run)."""
+        keys' values, which never depend on the golden run); expanded once."""
+        cached = self._stream_keys.get((plan.key, sweep.index))
+        if cached is not None:
+            return cached
         no_golden = GoldenFacts(cycles=0, occurrences=0, arch=plan.program.arch,
                                 instructions_of=self._instructions_of(plan.program))
         keys = {k: v for k, v in sweep.keys.items() if k in _STREAM_KEYS}
@@ -133,7 +137,8 @@ class Coordinator:
             key = recording_key(spec)
             if key is not None:
                 found.setdefault(key.text(), key)
-        return list(found.values())
+        keys = self._stream_keys[(plan.key, sweep.index)] = list(found.values())
+        return keys
 
     def _trigger_keys(self, plan: TargetPlan) -> list[FaultSpec]:
         """Every trigger stream the target's sweeps can count."""

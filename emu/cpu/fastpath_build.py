@@ -26,6 +26,7 @@ uint64_t fp_pt_prune(fp_pagetable *pt, uint64_t lo, uint64_t hi, uint64_t *out, 
 uint64_t fp_pt_release_tables(fp_pagetable *pt, uint64_t *out, uint64_t max);
 uint64_t fp_pt_walk_bench(fp_pagetable *pt, const uint64_t *vaddrs, uint64_t n, uint64_t rounds);
 uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn);
+uint64_t fp_pt_leaf_address(const fp_pagetable *pt, uint64_t vpn);
 int fp_pt_set(fp_pagetable *pt, uint64_t vpn, uint64_t pte);
 uint64_t fp_pt_clear(fp_pagetable *pt, uint64_t vpn);
 uint64_t fp_pt_count(const fp_pagetable *pt);

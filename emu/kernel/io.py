@@ -11,6 +11,8 @@ delay timed ones.
 """
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import replace
 from typing import Callable, Protocol
 
@@ -40,15 +42,12 @@ class BackingStore:
         self.now = now
         self.faults: StoreFaults | None = None
 
-    @property
-    def watched(self) -> bool:
-        """Whether a fault injector looks at transfers (untimed ones need `check` then)."""
-        return self.faults is not None
-
-    def check(self, pid: int, tid: int, write: bool, reason: str, file: str) -> int:
-        """The errno a transfer the device does not time (`reason` "read" for read(2) of a
-        regular file, "fsync") fails with, or 0."""
-        if self.faults is None:
+    def check(self, pid: int, tid: int, write: bool, reason: str, file: str,
+              host_fd: int) -> int:
+        """The errno a transfer the device does not time (`reason` "read" for read(2),
+        "fsync") of `file`, open as `host_fd`, fails with; 0 if it does not fail, or the
+        file is not a regular one (not on the backing store)."""
+        if self.faults is None or not stat.S_ISREG(os.fstat(host_fd).st_mode):
             return 0
         return self.faults.transfer(pid, tid, write, reason, file, False)[0]
 

@@ -330,9 +330,9 @@ class Kernel:
                     return True
                 self._deadlock()
                 return bool(self.live_guests)
-            if min(self.until_cycle, self.cycle_limit) <= due:  # a stop point comes first
-                self.engine.charge(max(0, min(self.until_cycle, self.cycle_limit)
-                                       - self.engine.cycles))
+            stop_at = min(self.until_cycle, self.cycle_limit)
+            if stop_at <= due:              # a stop point comes first
+                self.engine.charge(max(0, stop_at - self.engine.cycles))
                 self._stop_wanted = self.until_cycle <= self.engine.cycles
                 return True
             self.engine.charge(max(0, due - self.engine.cycles))    # idle until then

@@ -161,25 +161,8 @@ class PageTable:
     def leaf_address(self, vpn: int) -> int | None:
         """The physical address of the architecture's leaf entry that maps `vpn` (a level-3
         entry, or the level-2 block of a 2 MiB page), if it maps anything."""
-        root = lib.fp_pt_root(self.handle)
-        if root == (1 << 64) - 1:
-            return None
-        ram = self.tables.ram
-        x86 = self.tables.format is PageTableFormat.X86_64
-        table = root
-        for level in range(4):
-            address = table + 8 * ((vpn >> (27 - 9 * level)) & 511)
-            entry = int.from_bytes(ram.read(address, 8), "little")
-            if level == 3:
-                return address if entry else None
-            if x86:
-                nxt = entry & _ADDR_MASK if entry & 1 and not entry & 0x80 else 0
-            else:
-                nxt = entry & 0x0000FFFFFFFFF000 if entry & 3 == 3 else 0
-            if not nxt or nxt + 4096 > ram.size:
-                return address if level == 2 and entry else None
-            table = nxt
-        return None
+        address = lib.fp_pt_leaf_address(self.handle, vpn)
+        return None if address == (1 << 64) - 1 else address
 
     def large_entry(self, vpn: int) -> tuple[int, int] | None:
         """(first vpn, shift) of the large page covering `vpn`, if any."""

@@ -254,6 +254,15 @@ uint64_t fp_pt_get(const fp_pagetable *pt, uint64_t vpn) {
     return e3 ? decode(pt, *e3) : 0;
 }
 
+/* The physical address of the leaf entry that maps `vpn` (a 2 MiB block, or a level-3
+ * entry that is not empty), UINT64_MAX if none: where a fault injector corrupts it. */
+uint64_t fp_pt_leaf_address(const fp_pagetable *pt, uint64_t vpn) {
+    int need = 0;
+    uint64_t *e = slot_at((fp_pagetable *)pt, vpn, 2, 0, &need);
+    if (e && !is_block(pt, *e)) e = slot_at((fp_pagetable *)pt, vpn, 3, 0, &need);
+    return e && *e ? (uint64_t)((uint8_t *)e - pt->ram) : UINT64_MAX;
+}
+
 /* The 4 KiB pages a level-2 or level-3 entry maps as a leaf (a table maps none itself). */
 static inline uint64_t leaf_pages(const fp_pagetable *pt, uint64_t e, int level) {
     if (level == 2) return is_block(pt, e) && decode(pt, e) ? 512 : 0;

@@ -229,11 +229,10 @@ def sys_fsync(ctx: SyscallContext, fd: int, *_: int) -> int:
     """Flush a file to the host's storage (EIO if the backing store fails the write)."""
     file = ctx.proc.fds.get(to_int32(fd))
     if not file.is_std:
-        store = ctx.memory.store
-        if store.watched and stat.S_ISREG(os.fstat(file.host_fd).st_mode):
-            error = store.check(ctx.proc.pid, ctx.thread.tid, True, "fsync", file.guest_path)
-            if error:
-                return -error
+        error = ctx.memory.store.check(ctx.proc.pid, ctx.thread.tid, True, "fsync",
+                                       file.guest_path, file.host_fd)
+        if error:
+            return -error
         os.fsync(file.host_fd)
     return 0
 

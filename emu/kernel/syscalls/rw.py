@@ -69,11 +69,10 @@ def read_from(ctx: SyscallContext, file: OpenFile, count: int,
             raise OSError(errno.EAGAIN, "nothing to read")
         ctx.blocking.wait(ctx.thread, [ctx.host.queue(file.host_fd, POLLIN)], ThreadState.REPLY)
         return None
-    store = ctx.memory.store
-    if store.watched and count and stat_mod.S_ISREG(os.fstat(file.host_fd).st_mode):
-        error = store.check(ctx.proc.pid, ctx.thread.tid, False, "read", file.guest_path)
-        if error:
-            raise OSError(error, "the backing store failed the read")
+    error = count and ctx.memory.store.check(ctx.proc.pid, ctx.thread.tid, False, "read",
+                                             file.guest_path, file.host_fd)
+    if error:
+        raise OSError(error, "the backing store failed the read")
     return ctx.memory.page_cache.read(file.host_fd, count, offset)
 
 
