@@ -13,7 +13,8 @@ from emu import __version__
 from emu.compare import DEFAULT_POLICIES, Policy
 from emu.config import MemoryManagerFlags, RunConfig, parse_size
 from emu.errors import EmuError
-from emu.inject.spec import FaultSpec, Plan, parse_faults
+from emu.inject.plan import Plan, parse_faults
+from emu.inject.spec import FaultSpec
 from emu.mm.prefault import PrefaultPolicy
 
 EXIT_EMULATOR_ERROR = 125

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emu.errors import EmuError
-from emu.inject.spec import FOREVER, FaultKind, FaultSpec, Plan, Stream
+from emu.inject.plan import Plan
+from emu.inject.spec import FOREVER, FaultKind, FaultSpec, Stream
 from emu.inject.trigger import Occurrence, Trigger, draw
 
 
